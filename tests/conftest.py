@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.support import start_embedded_upstream
+
+
+@pytest.fixture(scope="session")
+def embedded_upstream(tmp_path_factory):
+    """One embedded Qdrant-compatible upstream (qdrant-edge) for the whole session: its base URL."""
+    data_dir = tmp_path_factory.mktemp("upstream-data")
+    server, url = start_embedded_upstream(data_dir, tmp_path_factory.mktemp("logs"))
+    yield url
+    server.stop()
