@@ -1,0 +1,325 @@
+"""The config file's schema and validation: pure (the caller reads the file).
+
+Every mistake is reported as `dotted.path: message`, e.g.
+`routes.weka_sections.green_percent: must be <= 100`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Tag,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ADMIN_DEFAULT_PORT = 9901
+DATA_DEFAULT_PORT = 6333
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names each offending field."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """`500ms`, `30s`, `5m`, `1h` or a bare number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like 500ms, 30s or 5m")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"must be a duration like 500ms, 30s or 5m, not {value!r}")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(DATA_DEFAULT_PORT, ge=0, le=65535)
+
+
+class Admin(_Strict):
+    host: str = "127.0.0.1"  # localhost by default: the admin port can roll a route back
+    port: int = Field(ADMIN_DEFAULT_PORT, ge=0, le=65535)
+    token: str | None = None  # bearer token for mutating admin endpoints; none: they answer 403
+
+    @field_validator("token")
+    @classmethod
+    def _empty_token_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class Upstream(_Strict):
+    url: str = "http://127.0.0.1:6334"  # `embedded` starts the embedded qdrant-edge upstream
+    api_key: str | None = None  # sent as `api-key` when the client sends none
+    timeout: Duration = 30.0
+    connect_timeout: Duration = 5.0
+    # Qdrant closes idle keep-alive connections after ~5 s: drop ours first.
+    keepalive_expiry: Duration = 4.0
+    max_connections: int = Field(256, ge=1)
+    data_dir: str | None = None  # with url: embedded
+    embedded_port: int | None = Field(None, ge=0, le=65535)  # with url: embedded; default: a free port
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("url")
+    @classmethod
+    def _url_shape(cls, value: str) -> str:
+        if value == "embedded":
+            return value
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be `embedded` or an http(s):// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _embedded_needs_data_dir(self) -> "Upstream":
+        if self.url == "embedded" and not self.data_dir:
+            raise ValueError("data_dir: required when url is `embedded`")
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.url == "embedded"
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # Qdrant's own default max request size
+
+
+class Reload(_Strict):
+    poll_interval: Duration = 5.0  # slow backstop behind the directory watch and SIGHUP
+
+
+class Guard(_Strict):
+    interval: Duration = 10.0
+    window: Duration = 60.0
+    min_requests: int = Field(100, ge=1)
+    max_error_rate: float = Field(0.05, ge=0, le=1)
+    error_for: Duration = 120.0
+    latency_quantile: float = Field(0.95, gt=0, lt=1)
+    max_latency_ratio: float = Field(2.0, gt=0)
+    latency_for: Duration = 300.0
+    max_empty_excess: float = Field(0.05, ge=0, le=1)
+    empty_for: Duration = 120.0
+    action: Literal["rollback", "alert"] = "rollback"
+
+    @model_validator(mode="after")
+    def _window_covers_interval(self) -> "Guard":
+        if self.window < self.interval:
+            raise ValueError("window: must be >= interval")
+        return self
+
+
+def _percent(value: Any) -> float:
+    """0..100 with at most two decimals (the bucket space is 10,000)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a number from 0 to 100")
+    if value < 0:
+        raise ValueError("must be >= 0")
+    if value > 100:
+        raise ValueError("must be <= 100")
+    if Decimal(str(value)).as_tuple().exponent < -2:
+        raise ValueError("at most two decimals")
+    return float(value)
+
+
+Percent = Annotated[float, BeforeValidator(_percent)]
+
+
+class Rollout(_Strict):
+    steps: list[Percent] = Field(min_length=1)
+    hold: Duration = 1800.0
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError("must be strictly increasing")
+        return steps
+
+
+class VectorExpectation(_Strict):
+    size: int | None = Field(None, ge=1)
+    distance: Literal["Cosine", "Euclid", "Dot", "Manhattan"] | None = None
+
+
+def _expectation_shape(value: Any) -> str:
+    if isinstance(value, VectorExpectation) or (isinstance(value, dict) and set(value) <= {"size", "distance"}):
+        return "Unnamed"
+    return "Named"
+
+
+class Preflight(_Strict):
+    max_count_drift: float = Field(0.01, ge=0)
+    # One unnamed vector ({size, distance}) or per vector name ({dense: {size, distance}}).
+    expect: Annotated[
+        Annotated[VectorExpectation, Tag("Unnamed")] | Annotated[dict[str, VectorExpectation], Tag("Named")],
+        Discriminator(_expectation_shape),
+    ] | None = None
+    recheck: Duration = 30.0
+
+
+_KEY_SOURCE = re.compile(r"^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+class Route(_Strict):
+    blue: str = Field(min_length=1)
+    green: str = Field(min_length=1)
+    green_percent: Percent = 0.0
+    salt: str | None = None  # default: the route's name
+    key: list[str] = Field(default_factory=lambda: ["header:x-user-id"])
+    fallback: Literal["random", "body"] = "random"
+    writes: Literal["blue", "green", "both"] = "blue"
+    allow_override: bool = False
+    failover: bool = True  # retry a failed green read once on blue
+    guard: Guard | None = None
+    rollout: Rollout | None = None
+    preflight: Preflight | None = None
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("key")
+    @classmethod
+    def _key_sources(cls, sources: list[str]) -> list[str]:
+        for source in sources:
+            if not _KEY_SOURCE.match(source):
+                raise ValueError(f"{source!r}: a key source is `header:NAME`")
+        return [source.lower() for source in sources]
+
+    @model_validator(mode="after")
+    def _distinct_colours(self) -> "Route":
+        if self.blue == self.green:
+            raise ValueError("green: must differ from blue")
+        return self
+
+
+class Config(_Strict):
+    listen: Listen = Field(default_factory=Listen)
+    admin: Admin = Field(default_factory=Admin)
+    upstream: Upstream = Field(default_factory=Upstream)
+    limits: Limits = Field(default_factory=Limits)
+    reload: Reload = Field(default_factory=Reload)
+    state_file: str | None = None  # rollout state; default: beside the config file
+    routes: dict[str, Route] = Field(default_factory=dict)
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, routes: dict[str, Route]) -> dict[str, Route]:
+        for name in routes:
+            if not name or "/" in name:
+                raise ValueError(f"{name!r}: a route name is a collection name (no `/`)")
+        return routes
+
+
+# ---------------------------------------------------------------- loading
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, environ: dict[str, str], where: str = "") -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string value (not in keys)."""
+    if isinstance(value, str):
+        def substitute(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ and (environ[name] != "" or default is None):
+                return environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where or 'config'}: environment variable {name} is not set (use ${{{name}:-default}})")
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, environ, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _message(error: dict) -> str:
+    kind, ctx, msg = error["type"], error.get("ctx") or {}, error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    if kind in ("less_than_equal", "less_than"):
+        return f"must be {'<=' if kind.endswith('equal') else '<'} {ctx.get('le', ctx.get('lt'))}"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"must be {'>=' if kind.endswith('equal') else '>'} {ctx.get('ge', ctx.get('gt'))}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if kind in ("value_error", "assertion_error"):
+        return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def _location(loc: tuple) -> str:
+    # pydantic adds the union member's class name to the path; it means nothing to an operator.
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p[:1].isupper()) and p not in ("function-after",)]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines, seen = [], set()
+    for error in exc.errors():
+        message = _message(error)
+        location = _location(error["loc"])
+        # A model-level check reports `field: message` itself; join it to its parent's path.
+        if ": " in message and error["type"] == "value_error" and not message.startswith("'"):
+            field, _, message = message.partition(": ")
+            location = f"{location}.{field}" if location else field
+        line = f"{location}: {message}" if location else message
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def parse_config(text: str, environ: dict[str, str] | None = None) -> Config:
+    """YAML text -> validated Config, or ConfigError naming each bad field."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("config: must be a mapping of settings")
+    raw = expand_env(raw, dict(os.environ) if environ is None else environ)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
