@@ -1,0 +1,225 @@
+"""`bluegreen-proxy` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+
+from routing.config import ADMIN_DEFAULT_PORT, ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _address(text: str):
+    from proxy.server import Address
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return Address(host or "127.0.0.1", int(port))
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_serve(args) -> int:
+    import uvloop
+
+    from proxy.server import serve
+
+    _configure_logging(args.log_level)
+    try:
+        return uvloop.run(serve(args.config, args.listen, args.admin))
+    except ConfigError as exc:
+        print(f"bluegreen-proxy: invalid config {args.config}:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def cmd_check(args) -> int:
+    from proxy.reload import read_config
+    from routing.table import RouteTable
+
+    try:
+        config, _ = read_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: invalid\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.config}: valid")
+    print(f"listen {config.listen.host}:{config.listen.port}  admin {config.admin.host}:{config.admin.port}  upstream {config.upstream.url}")
+    table = RouteTable(config)
+    if not table.routes:
+        print("no routes: every request passes through unchanged")
+        return EXIT_OK
+    print(f"{'route':24} {'blue':24} {'green':24} {'green%':>7}  {'writes':6} {'fallback':8} key")
+    for name, route in table.routes.items():
+        s = route.settings
+        print(f"{name:24} {s.blue:24} {s.green:24} {s.green_percent:>7g}  {s.writes:6} {s.fallback:8} {','.join(s.key)}")
+    return EXIT_OK
+
+
+def _admin_url(args) -> str:
+    if args.admin:
+        return args.admin.rstrip("/")
+    if getattr(args, "config", None):
+        from proxy.reload import read_config
+
+        config, _ = read_config(args.config)
+        return f"http://{config.admin.host}:{config.admin.port}"
+    return f"http://127.0.0.1:{ADMIN_DEFAULT_PORT}"
+
+
+def _admin_call(args, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    url = _admin_url(args) + path
+    headers = {"content-type": "application/json"}
+    token = args.token or os.environ.get("BLUEGREEN_ADMIN_TOKEN")
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {"status": {"error": exc.reason}}
+
+
+def _print_routes(document: dict) -> None:
+    reload = document.get("last_reload", {})
+    print(f"config generation {document.get('generation')}, last reload: {reload.get('result')}"
+          + (f" ({reload.get('error')})" if reload.get("error") else ""))
+    for name, route in document.get("routes", {}).items():
+        line = (f"{name}: {route['blue']} -> {route['green']}  configured {route['green_percent']:g}%  "
+                f"effective {route['effective_green_percent']:g}%  state {route.get('state', 'active')}")
+        if route.get("reason"):
+            line += f"  reason: {route['reason']}"
+        if route.get("step") is not None:
+            line += f"  step {route['step']}"
+            if route.get("next_step_in") is not None:
+                line += f" (next in {route['next_step_in']:.0f}s)"
+        print(line)
+
+
+def cmd_status(args) -> int:
+    try:
+        status, document = _admin_call(args, "GET", "/admin/routes")
+    except (OSError, ConfigError) as exc:
+        print(f"bluegreen-proxy: cannot reach the admin listener at {_safe_admin_url(args)}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if status != 200:
+        print(f"admin answered {status}: {document}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        _print_routes(document)
+    return EXIT_OK
+
+
+def _safe_admin_url(args) -> str:
+    try:
+        return _admin_url(args)
+    except ConfigError:
+        return "(admin address from an invalid config)"
+
+
+def _route_command(args, action: str, body: dict | None) -> int:
+    try:
+        status, document = _admin_call(args, "POST", f"/admin/routes/{args.route}/{action}", body)
+    except (OSError, ConfigError) as exc:
+        print(f"bluegreen-proxy: cannot reach the admin listener at {_safe_admin_url(args)}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if status != 200:
+        error = document.get("status", {}).get("error", document)
+        print(f"{action} refused ({status}): {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.route}: state {document.get('state')}, effective green {document.get('effective_green_percent'):g}%")
+    return EXIT_OK
+
+
+def cmd_rollback(args) -> int:
+    return _route_command(args, "rollback", {"reason": args.reason})
+
+
+def cmd_resume(args) -> int:
+    return _route_command(args, "resume", None)
+
+
+def cmd_upstream(args) -> int:
+    from proxy import embedded
+
+    argv = ["--data", args.data, "--host", args.host, "--port", str(args.port)]
+    return embedded.main(argv)
+
+
+def cmd_demo(args) -> int:
+    from proxy import demo
+
+    return demo.run(quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bluegreen-proxy", description="Blue/green traffic splitting proxy for Qdrant.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", required=True, help="YAML config file (watched for changes)")
+    serve.add_argument("--listen", type=_address, help="data address HOST:PORT (overrides listen)")
+    serve.add_argument("--admin", type=_address, help="admin address HOST:PORT (overrides admin)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    check = commands.add_parser("check", help="validate a config file and print the route table")
+    check.add_argument("--config", required=True)
+    check.set_defaults(func=cmd_check)
+
+    def admin_flags(sub):
+        sub.add_argument("--admin", help="admin URL (default: from --config, else http://127.0.0.1:9901)")
+        sub.add_argument("--config", help="config file whose admin address to use")
+        sub.add_argument("--token", help="admin token (default: $BLUEGREEN_ADMIN_TOKEN)")
+
+    status = commands.add_parser("status", help="print what the running proxy's /admin/routes says")
+    admin_flags(status)
+    status.add_argument("--json", action="store_true", help="print the raw JSON document")
+    status.set_defaults(func=cmd_status)
+
+    rollback = commands.add_parser("rollback", help="send a route's reads back to blue now")
+    rollback.add_argument("route")
+    rollback.add_argument("--reason", required=True)
+    admin_flags(rollback)
+    rollback.set_defaults(func=cmd_rollback)
+
+    resume = commands.add_parser("resume", help="lift a route's rollback")
+    resume.add_argument("route")
+    admin_flags(resume)
+    resume.set_defaults(func=cmd_resume)
+
+    upstream = commands.add_parser("upstream", help="run the embedded qdrant-edge upstream (development and tests)")
+    upstream.add_argument("--data", required=True, help="data directory (one shard per collection)")
+    upstream.add_argument("--host", default="127.0.0.1")
+    upstream.add_argument("--port", type=int, default=6334)
+    upstream.set_defaults(func=cmd_upstream)
+
+    demo = commands.add_parser("demo", help="a self-contained rollout story on the embedded upstream")
+    demo.add_argument("--quick", action="store_true", help="the same story in under 30 s")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

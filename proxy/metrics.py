@@ -1,0 +1,117 @@
+"""Prometheus metrics. Names and labels are a contract: dashboards and tests read them."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+UNROUTED = "_unrouted"  # the one route (and collection) label for traffic without a route
+NO_COLOUR = "none"
+
+# Fine below 10 ms (to tell 1 ms from 5 ms), coarse above.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
+    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+_STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+NO_RESPONSE = "error"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class RequestSeries:
+    """The metric children of one (route, colour, collection, operation): resolved once, reused."""
+
+    __slots__ = ("_duration", "_by_status", "_requests", "_labels", "_errors", "_error_family")
+
+    def __init__(self, metrics: "Metrics", labels: tuple[str, str, str, str]):
+        self._labels = labels
+        self._requests = metrics.requests
+        self._error_family = metrics.upstream_errors
+        self._duration = metrics.duration.labels(*labels)
+        self._by_status: dict[int, Counter] = {}
+        self._errors: dict[str, Counter] = {}
+
+    def observe(self, status: int | None, seconds: float) -> None:
+        """status None: no response came (timeout, refused, reset)."""
+        self._duration.observe(seconds)
+        klass = 0 if status is None else status // 100
+        child = self._by_status.get(klass)
+        if child is None:
+            label = NO_RESPONSE if status is None else _STATUS_CLASS.get(klass, "5xx")
+            child = self._by_status[klass] = self._requests.labels(*self._labels, label)
+        child.inc()
+
+    def upstream_error(self, kind: str) -> None:
+        child = self._errors.get(kind)
+        if child is None:
+            route, colour, collection, _ = self._labels
+            child = self._errors[kind] = self._error_family.labels(route, colour, collection, kind)
+        child.inc()
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "bluegreen_requests", "Requests answered, by route, colour, physical collection, operation and status class.",
+            ["route", "color", "collection", "operation", "status"], registry=r,
+        )
+        self.duration = Histogram(
+            "bluegreen_request_duration_seconds", "Time from request received to response sent, upstream included.",
+            ["route", "color", "collection", "operation"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream_errors = Counter(
+            "bluegreen_upstream_errors", "Upstream failures: timeout, connect (refused/reset/no response) or 5xx.",
+            ["route", "color", "collection", "kind"], registry=r,
+        )
+        self.green_percent = Gauge(
+            "bluegreen_green_percent", "Share of reads the route sends to green now (effective, after guards).",
+            ["route"], registry=r,
+        )
+        self.configured_green_percent = Gauge(
+            "bluegreen_configured_green_percent", "green_percent as written in the config file.", ["route"], registry=r,
+        )
+        self.config_generation = Gauge(
+            "bluegreen_config_generation", "Generation of the config snapshot serving traffic (1 = first load).", registry=r,
+        )
+        self.last_reload_ok = Gauge(
+            "bluegreen_config_last_reload_successful", "1 if the last config (re)load was applied, 0 if it was rejected.", registry=r,
+        )
+        self.reloads = Counter(
+            "bluegreen_config_reloads", "Config reload attempts whose content changed, by result (success, failure).",
+            ["result"], registry=r,
+        )
+        self.last_reload_time = Gauge(
+            "bluegreen_config_last_reload_timestamp_seconds", "Unix time of the last reload attempt.", registry=r,
+        )
+        self.rollbacks = Counter(
+            "bluegreen_rollbacks", "Route rollbacks, by reason (error_rate, latency, empty_results, manual).",
+            ["route", "reason"], registry=r,
+        )
+        self.route_state = Gauge(
+            "bluegreen_route_state", "1 for the route's current state (active, rolled_back, preflight_failed, stepping).",
+            ["route", "state"], registry=r,
+        )
+        self.failovers = Counter(
+            "bluegreen_failovers", "Green reads that failed and were answered from blue.", ["route"], registry=r,
+        )
+        self._series: dict[tuple[str, str, str, str], RequestSeries] = {}
+
+    def series(self, route: str, colour: str, collection: str, operation: str) -> RequestSeries:
+        key = (route, colour, collection, operation)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = RequestSeries(self, key)
+        return found
+
+    def forget_route(self, route: str) -> None:
+        """Drop a removed route's gauges so dashboards do not show a stale split."""
+        for gauge in (self.green_percent, self.configured_green_percent):
+            try:
+                gauge.remove(route)
+            except KeyError:
+                pass
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,163 @@
+"""Runs the proxy: data listener, admin listener, config watcher and (optionally) the embedded upstream."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from proxy.admin import build_admin_app
+from proxy.app import ProxyApp
+from proxy.metrics import Metrics
+from proxy.reload import ConfigReloader, read_config
+from proxy.safety import SafetyController
+from proxy.state import ProxyState
+from proxy.upstream import UpstreamClient
+from routing.config import Config
+
+log = logging.getLogger("bluegreen.server")
+
+
+@dataclass
+class Address:
+    host: str
+    port: int
+
+
+class _Server(uvicorn.Server):
+    """Signals are handled once for both listeners (uvicorn would let the last one win)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class EmbeddedUpstream:
+    """`upstream.url: embedded`: the qdrant-edge upstream as a child process, stopped with the proxy."""
+
+    def __init__(self, data_dir: str, port: int | None):
+        self.data_dir = data_dir
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "proxy.embedded", "--data", self.data_dir, "--host", "127.0.0.1", "--port", str(self.port)]
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"embedded upstream exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"embedded upstream did not answer on {self.url} within {timeout:g}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _uvicorn_config(app, address: Address) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=address.host,
+        port=address.port,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        server_header=False,  # the upstream's own headers pass through unchanged
+        date_header=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+    )
+
+
+async def serve(config_path: str, listen: Address | None = None, admin: Address | None = None) -> int:
+    config, content_hash = read_config(config_path)
+    listen = listen or Address(config.listen.host, config.listen.port)
+    admin = admin or Address(config.admin.host, config.admin.port)
+
+    embedded = None
+    upstream_url = config.upstream.url
+    if config.upstream.is_embedded:
+        embedded = EmbeddedUpstream(config.upstream.data_dir, config.upstream.embedded_port)
+        await asyncio.to_thread(embedded.start)
+        upstream_url = embedded.url
+        log.info("embedded upstream (development only) serving %s on %s", config.upstream.data_dir, upstream_url)
+
+    try:
+        return await _serve(config, content_hash, config_path, upstream_url, listen, admin)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _serve(config: Config, content_hash: str, config_path: str, upstream_url: str, listen: Address, admin: Address) -> int:
+    state = ProxyState.initial(config, content_hash, str(Path(config_path).resolve()))
+    metrics = Metrics()
+    metrics.config_generation.set(1)
+    metrics.last_reload_ok.set(1)
+    metrics.last_reload_time.set(time.time())
+    safety = SafetyController(state, metrics)
+    reloader = ConfigReloader(state, metrics, on_applied=safety.on_config_applied)
+    upstream = UpstreamClient(upstream_url, config.upstream)
+    await upstream.start()
+
+    data_server = _Server(_uvicorn_config(ProxyApp(state, upstream, metrics, observer=safety), listen))
+    admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin))
+    stop = asyncio.Event()
+
+    def shut_down() -> None:
+        stop.set()
+        data_server.should_exit = True
+        admin_server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shut_down)
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload, "SIGHUP")
+
+    watcher = asyncio.create_task(reloader.watch(stop))
+    log.info(
+        "bluegreen-proxy: data http://%s:%d -> %s, admin http://%s:%d, config %s (generation 1)",
+        listen.host, listen.port, upstream_url, admin.host, admin.port, config_path,
+    )
+    try:
+        await asyncio.gather(data_server.serve(), admin_server.serve())
+    finally:
+        shut_down()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await upstream.close()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    # A listener that could not bind exits without starting: report it as a failed start.
+    return 0 if data_server.started and admin_server.started else 1

@@ -1,0 +1,130 @@
+"""The route table: one immutable snapshot compiled from a validated Config, and the colour choice."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from urllib.parse import quote, unquote_to_bytes
+
+import mmh3
+
+from routing.config import Config, Route
+
+BLUE = "blue"
+GREEN = "green"
+COLOURS = (BLUE, GREEN)
+BUCKETS = 10_000
+OVERRIDE_HEADER = b"x-bluegreen-color"
+_COLOUR_BYTES = {b"blue": BLUE, b"green": GREEN}
+
+
+def bucket(salt: bytes, key: bytes) -> int:
+    """mmh3 of `{salt}:{key}` (unsigned, 32-bit) into 10,000 buckets: stable across processes."""
+    return mmh3.hash(salt + b":" + key, signed=False) % BUCKETS
+
+
+def threshold_for(percent: float) -> int:
+    """Buckets below the threshold are green; 10 % -> 1000. Raising it only moves keys to green."""
+    return round(percent * 100)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    name: str
+    settings: Route
+    salt: bytes
+    key_headers: tuple[bytes, ...]
+    configured_threshold: int
+    # Physical collection names as percent-encoded path segments, ready to splice into a path.
+    blue_segment: bytes
+    green_segment: bytes
+
+    @property
+    def blue(self) -> str:
+        return self.settings.blue
+
+    @property
+    def green(self) -> str:
+        return self.settings.green
+
+    def collection(self, colour: str) -> str:
+        return self.settings.green if colour == GREEN else self.settings.blue
+
+    def segment(self, colour: str) -> bytes:
+        return self.green_segment if colour == GREEN else self.blue_segment
+
+    def choose_colour(self, threshold: int, headers: dict[bytes, bytes], body: bytes) -> str:
+        """The colour for a read: override (if allowed), else the first key source present, else fallback."""
+        if self.settings.allow_override:
+            forced = _COLOUR_BYTES.get(headers.get(OVERRIDE_HEADER, b"").strip().lower())
+            if forced is not None:
+                return forced
+        if threshold <= 0:
+            return BLUE
+        if threshold >= BUCKETS:
+            return GREEN
+        for header in self.key_headers:
+            key = headers.get(header)
+            if key:
+                return GREEN if bucket(self.salt, key) < threshold else BLUE
+        if self.settings.fallback == "body":
+            return GREEN if bucket(self.salt, body) < threshold else BLUE
+        return GREEN if random.randrange(BUCKETS) < threshold else BLUE
+
+
+def _segment(name: str) -> bytes:
+    return quote(name, safe="").encode("ascii")
+
+
+def compile_route(name: str, settings: Route) -> CompiledRoute:
+    return CompiledRoute(
+        name=name,
+        settings=settings,
+        salt=(settings.salt if settings.salt is not None else name).encode(),
+        key_headers=tuple(source.split(":", 1)[1].encode("latin-1") for source in settings.key),
+        configured_threshold=threshold_for(settings.green_percent),
+        blue_segment=_segment(settings.blue),
+        green_segment=_segment(settings.green),
+    )
+
+
+class RouteTable:
+    """Logical collection name -> compiled route; looked up by the raw path segment."""
+
+    def __init__(self, config: Config):
+        self.routes: dict[str, CompiledRoute] = {
+            name: compile_route(name, settings) for name, settings in config.routes.items()
+        }
+        self._by_segment: dict[bytes, CompiledRoute] = {
+            name.encode(): route for name, route in self.routes.items()
+        }
+
+    def lookup(self, segment: bytes) -> CompiledRoute | None:
+        route = self._by_segment.get(segment)
+        if route is None and b"%" in segment:
+            try:
+                route = self.routes.get(unquote_to_bytes(segment).decode())
+            except UnicodeDecodeError:
+                return None
+        return route
+
+
+_PREFIX = b"/collections/"
+
+
+def split_collection_path(raw_path: bytes) -> tuple[bytes, str] | None:
+    """`/collections/{segment}/rest/` -> (segment, "rest"); None for any other path.
+
+    Trailing slashes are ignored, as Qdrant trims them.
+    """
+    if not raw_path.startswith(_PREFIX):
+        return None
+    segment, _, below = raw_path[len(_PREFIX):].partition(b"/")
+    if not segment:
+        return None
+    return segment, below.strip(b"/").decode("latin-1")
+
+
+def rewrite_path(raw_path: bytes, segment: bytes) -> bytes:
+    """Swap the collection segment of a `/collections/{name}/...` path."""
+    _, _, below = raw_path[len(_PREFIX):].partition(b"/")
+    return _PREFIX + segment + (b"/" + below if below or raw_path.endswith(b"/") else b"")
