@@ -88,3 +88,89 @@ def start_embedded_upstream(data_dir: Path, log_dir: Path, port: int | None = No
         log_path=log_dir / f"upstream-{port}.log",
     )
     return server.start(), url
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Save the way editors do: write a temp file, then rename over the original."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02):
+    """Poll until predicate() returns a truthy value; return it, or raise with the last value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+class RunningProxy:
+    """`bluegreen-proxy serve` as a child process with its config file in a directory of its own."""
+
+    def __init__(self, config_dir: Path, upstream_url: str, routes_yaml: str, extra_yaml: str = ""):
+        self.config_dir = config_dir
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = config_dir / "bluegreen.yaml"
+        self.data_port, self.admin_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.data_port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.upstream_url = upstream_url
+        self.extra_yaml = extra_yaml
+        self.write_routes(routes_yaml)
+        self.server = ServerProcess(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config_path)],
+            ready_url=self.admin_url + "/healthz",
+            log_path=config_dir / "proxy.log",
+        )
+
+    def config_text(self, routes_yaml: str) -> str:
+        return (
+            f"listen: {{host: 127.0.0.1, port: {self.data_port}}}\n"
+            f"admin: {{host: 127.0.0.1, port: {self.admin_port}}}\n"
+            f"upstream: {{url: {self.upstream_url}, timeout: 10s}}\n"
+            f"{self.extra_yaml}"
+            f"routes:\n{routes_yaml}"
+        )
+
+    def write_routes(self, routes_yaml: str) -> None:
+        write_atomically(self.config_path, self.config_text(routes_yaml))
+
+    def admin_json(self, path: str = "/admin/routes") -> dict:
+        import json
+
+        with urllib.request.urlopen(self.admin_url + path, timeout=5) as response:
+            return json.loads(response.read())
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def start(self) -> "RunningProxy":
+        self.server.start()
+        return self
+
+    def stop(self) -> int | None:
+        return self.server.stop()
+
+    def __enter__(self) -> "RunningProxy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def metric_value(metrics_text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0.0 when none)."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        series, _, value = line.rpartition(" ")
+        if all(f'{key}="{val}"' in series for key, val in labels.items()):
+            total += float(value)
+    return total
