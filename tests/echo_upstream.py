@@ -1,0 +1,37 @@
+"""A real HTTP server that answers every request with what it received, in Qdrant's envelope.
+
+Used where a test must see exactly what the proxy sent upstream (path, query, headers, body bytes).
+Run: python -m tests.echo_upstream --port N
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+
+from aiohttp import web
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    if request.path == "/":
+        return web.json_response({"title": "qdrant - vector search engine", "version": "1.19.0"})
+    result = {
+        "method": request.method,
+        "raw_path": request.raw_path,
+        "headers": [[name.decode(), value.decode()] for name, value in request.raw_headers],
+        "body_b64": base64.b64encode(body).decode(),
+    }
+    return web.json_response({"result": result, "status": "ok", "time": 0.0}, headers={"x-upstream": "echo"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
