@@ -158,7 +158,7 @@ class ProxyApp:
         return outcome
 
     async def _exchange(self, method, path, query, headers, body, series, started) -> UpstreamResponse | UpstreamFailure:
-        target = (path + b"?" + query if query else path).decode("latin-1")
+        target = path + b"?" + query if query else path
         try:
             response = await self.upstream.request(method, target, headers, body)
         except UpstreamFailure as failure:

@@ -94,6 +94,7 @@ def _uvicorn_config(app, address: Address) -> uvicorn.Config:
         log_level="warning",
         server_header=False,  # the upstream's own headers pass through unchanged
         date_header=False,
+        proxy_headers=False,  # forwarded-for handling is for the upstream to see, not ours to consume
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
     )
