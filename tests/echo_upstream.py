@@ -1,11 +1,13 @@
 """A real HTTP server that answers every request with what it received, in Qdrant's envelope.
 
 Used where a test must see exactly what the proxy sent upstream (path, query, headers, body bytes).
-Run: python -m tests.echo_upstream --port N
+A request header `x-echo-delay-ms` delays the answer (a slow upstream).
+Run: python -m tests.echo_upstream --port N [--keepalive-timeout SECONDS]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 
 from aiohttp import web
@@ -13,6 +15,9 @@ from aiohttp import web
 
 async def echo(request: web.Request) -> web.Response:
     body = await request.read()
+    delay_ms = request.headers.get("x-echo-delay-ms")
+    if delay_ms:
+        await asyncio.sleep(int(delay_ms) / 1000)
     if request.path == "/":
         return web.json_response({"title": "qdrant - vector search engine", "version": "1.19.0"})
     result = {
@@ -27,10 +32,12 @@ async def echo(request: web.Request) -> web.Response:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--keepalive-timeout", type=float, default=75.0, help="close idle connections after this")
     args = parser.parse_args()
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", echo)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None,
+                keepalive_timeout=args.keepalive_timeout)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,10 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02):
 class RunningProxy:
     """`bluegreen-proxy serve` as a child process with its config file in a directory of its own."""
 
-    def __init__(self, config_dir: Path, upstream_url: str, routes_yaml: str, extra_yaml: str = ""):
+    def __init__(
+        self, config_dir: Path, upstream_url: str, routes_yaml: str, extra_yaml: str = "",
+        upstream_options: str = "timeout: 10s",
+    ):
         self.config_dir = config_dir
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = config_dir / "bluegreen.yaml"
@@ -121,6 +124,7 @@ class RunningProxy:
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.upstream_url = upstream_url
         self.extra_yaml = extra_yaml
+        self.upstream_options = upstream_options
         self.write_routes(routes_yaml)
         self.server = ServerProcess(
             [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config_path)],
@@ -132,7 +136,7 @@ class RunningProxy:
         return (
             f"listen: {{host: 127.0.0.1, port: {self.data_port}}}\n"
             f"admin: {{host: 127.0.0.1, port: {self.admin_port}}}\n"
-            f"upstream: {{url: {self.upstream_url}, timeout: 10s}}\n"
+            f"upstream: {{url: '{self.upstream_url}', {self.upstream_options}}}\n"
             f"{self.extra_yaml}"
             f"routes:\n{routes_yaml}"
         )

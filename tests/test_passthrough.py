@@ -4,11 +4,12 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 
 import httpx
 import pytest
 
-from tests.support import RunningProxy, ServerProcess, free_port
+from tests.support import RunningProxy, ServerProcess, free_port, metric_value
 
 ROUTES = """\
   weka:
@@ -150,3 +151,45 @@ def test_override_header_is_ignored_where_not_allowed(echo_proxy):
         for i in range(30)
     }
     assert colours == {"blue", "green"}  # the 50 % split decides, not the header
+
+
+@pytest.fixture
+def impatient_echo(tmp_path):
+    """An upstream that drops idle keep-alive connections after 0.2 s, behind a proxy that keeps them 10 s
+    and waits at most 0.5 s for an answer."""
+    port = free_port()
+    upstream = ServerProcess(
+        [sys.executable, "-m", "tests.echo_upstream", "--port", str(port), "--keepalive-timeout", "0.2"],
+        ready_url=f"http://127.0.0.1:{port}/", log_path=tmp_path / "echo.log",
+    ).start()
+    proxy = RunningProxy(
+        tmp_path / "proxy", f"http://127.0.0.1:{port}", ROUTES, upstream_options="timeout: 500ms, keepalive_expiry: 10s"
+    )
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+        upstream.stop()
+
+
+def test_pooled_connection_closed_by_upstream_is_retried_transparently(impatient_echo):
+    with httpx.Client() as client:
+        for _ in range(4):
+            response = client.post(impatient_echo.url + "/collections/docs/points/scroll", content=b"{}")
+            assert response.status_code == 200
+            time.sleep(0.4)  # the upstream closes the pooled connection meanwhile
+    metrics = impatient_echo.metrics_text()
+    assert metric_value(metrics, "bluegreen_requests_total", route="docs", status="error") == 0
+
+
+def test_slow_upstream_gives_504_in_qdrant_envelope_and_is_counted(impatient_echo):
+    slow = httpx.post(impatient_echo.url + "/collections/docs/points/query", content=b"{}",
+                      headers={"x-echo-delay-ms": "1500", "x-user-id": "u1"})
+    assert slow.status_code == 504
+    assert "did not answer within 0.5s" in slow.json()["status"]["error"]
+    metrics = impatient_echo.metrics_text()
+    assert metric_value(metrics, "bluegreen_upstream_errors_total", route="docs", kind="timeout") >= 1
+    assert metric_value(metrics, "bluegreen_requests_total", route="docs", status="error") >= 1
+    fast = httpx.post(impatient_echo.url + "/collections/docs/points/query", content=b"{}", headers={"x-user-id": "u1"})
+    assert fast.status_code == 200
