@@ -6,6 +6,7 @@ so a failed or interrupted run leaves nothing listening.
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import time
@@ -198,3 +199,36 @@ class ResourceProbe:
             "rss_growth_kb_per_10k_requests": round((rss_after - self.rss_before_kb) / requests * 10_000, 1)
             if requests else None,
         }
+
+
+class BackgroundLoad:
+    """How much CPU *other* processes used during the run: the machine is shared, so say how noisy it was."""
+
+    def __init__(self):
+        self.busy_before, self.steal_before = _machine_cpu_seconds()
+        self.own_before = _own_cpu_seconds()
+        self.started = time.monotonic()
+
+    def finish(self) -> dict:
+        """Call after every child has been stopped and reaped, so their CPU counts as ours."""
+        busy, steal = _machine_cpu_seconds()
+        capacity = (time.monotonic() - self.started) * len(os.sched_getaffinity(0))
+        others = max(0.0, (busy - self.busy_before) - (_own_cpu_seconds() - self.own_before))
+        return {
+            "other_processes_cpu_seconds": round(others, 1),
+            "other_processes_share": round(others / capacity, 3),
+            "steal_share": round((steal - self.steal_before) / capacity, 3),
+        }
+
+
+def _machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU-seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in stat.readline().split()[1:9])
+    return (user + nice + system + irq + softirq) / _CLOCK_TICKS, steal / _CLOCK_TICKS
+
+
+def _own_cpu_seconds() -> float:
+    """This process and every descendant it (or they) waited for: wrk, nginx workers, the proxy..."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

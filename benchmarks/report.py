@@ -146,6 +146,9 @@ def markdown(results: dict) -> str:
         f"{results['date']} · {m['nproc']} CPUs ({m['cpu']}) · Linux {m['kernel']} · Python {m['python']} · "
         f"{m['nginx']} · {m['wrk']} · {results['elapsed_seconds']:g} s",
         "",
+        f"Other processes used {results['background_load']['other_processes_share']:.0%} of the machine's CPU during the run "
+        f"(hypervisor steal {results['background_load']['steal_share']:.0%}): figures from a busy machine are noisier.",
+        "",
         "Everything on one machine over loopback: load generator, servers and upstream share the same cores. "
         "The proxy is one process (uvicorn + uvloop); nginx runs 1 worker; wrk runs 1 thread. "
         "Latencies in ms; CPU in CPU-seconds per 10,000 requests (server process tree); "

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import nginx, report, wrk, workload
-from benchmarks.children import Children, ResourceProbe
+from benchmarks.children import BackgroundLoad, Children, ResourceProbe
 from benchmarks.targets import (
     Endpoint, ProxyUnderTest, route_names, search_path, start_embedded_upstream, start_fixed_upstream,
     start_nginx_split,
@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.datetime.now(datetime.timezone.utc)
     clock = time.monotonic()
+    background = BackgroundLoad()
     with tempfile.TemporaryDirectory(prefix="bluegreen-bench-") as scratch:
         workdir = Path(scratch)
         children = Children(workdir)
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": plan.mode,
         "elapsed_seconds": round(time.monotonic() - clock, 1),
         "machine": machine(),
+        "background_load": background.finish(),
         "plan": asdict(plan),
         "closed_loop": run.closed_loop,
         "open_loop": run.open_loop,
