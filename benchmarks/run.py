@@ -92,6 +92,7 @@ class Run:
         self.closed_loop: list[dict] = []
         self.open_loop: list[dict] = []
         self.ports: set[int] = set()
+        self._load_files: dict[tuple[str, ...], Path] = {}  # wrk scripts and open-loop request files, by paths
 
     def note(self, text: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -102,10 +103,10 @@ class Run:
     # ------------------------------------------------------------ load
 
     def _wrk_script(self, paths: list[str]) -> Path:
-        script = self.workdir / f"wrk-{abs(hash(tuple(paths)))}.lua"
-        if not script.exists():
-            wrk.write_script(script, paths, self.bodies)
-        return script
+        key = ("wrk", *paths)
+        if key not in self._load_files:
+            self._load_files[key] = wrk.write_script(self.workdir / f"wrk-{len(self._load_files)}.lua", paths, self.bodies)
+        return self._load_files[key]
 
     def closed(self, endpoint: Endpoint, connections: int, seconds: int, paths: list[str] | None = None) -> dict:
         probe = ResourceProbe(endpoint.child.pid) if endpoint.name != "direct" else None
@@ -115,10 +116,12 @@ class Run:
         return result
 
     def _requests_file(self, path: str) -> Path:
-        file = self.workdir / f"open-loop-{abs(hash(path))}.json"
-        if not file.exists():
+        key = ("open loop", path)
+        if key not in self._load_files:
+            file = self.workdir / f"open-loop-{len(self._load_files)}.json"
             file.write_text(json.dumps({"paths": [path], "bodies": [b.decode() for b in self.bodies]}))
-        return file
+            self._load_files[key] = file
+        return self._load_files[key]
 
     def open(self, endpoint: Endpoint, rate: int, seconds: float) -> dict:
         probe = ResourceProbe(endpoint.child.pid) if endpoint.name != "direct" else None
