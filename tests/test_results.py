@@ -1,0 +1,77 @@
+"""Empty-result detection on Qdrant's own response shapes, compact and otherwise."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from routing.operations import SEARCH_OPERATIONS
+from routing.results import is_empty_result
+
+POINT = {"id": 7, "version": 3, "score": 0.83, "payload": None}
+GROUP = {"id": "g1", "hits": [POINT]}
+
+
+def compact(result) -> bytes:
+    return json.dumps({"result": result, "status": "ok", "time": 0.0012}, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    "operation, result, empty",
+    [
+        ("search", [], True),
+        ("search", [POINT], False),
+        ("recommend", [], True),
+        ("discover", [POINT, POINT], False),
+        ("query", {"points": []}, True),
+        ("query", {"points": [POINT]}, False),
+        ("query_groups", {"groups": []}, True),
+        ("search_groups", {"groups": [GROUP]}, False),
+        ("recommend_groups", {"groups": []}, True),
+        ("search_batch", [[], []], True),
+        ("search_batch", [[], [POINT]], False),
+        ("recommend_batch", [[]], True),
+        ("discover_batch", [[POINT]], False),
+        ("query_batch", [{"points": []}, {"points": []}], True),
+        ("query_batch", [{"points": []}, {"points": [POINT]}], False),
+    ],
+)
+def test_search_type_results(operation, result, empty):
+    assert is_empty_result(operation, compact(result)) is empty
+    # The same answer pretty-printed (not Qdrant's own layout) is parsed and agrees.
+    assert is_empty_result(operation, json.dumps({"result": result}, indent=2).encode()) is empty
+
+
+@pytest.mark.parametrize("operation", ["scroll", "count", "retrieve", "facet", "upsert", "collection_info", "other"])
+def test_other_operations_are_not_judged(operation):
+    assert is_empty_result(operation, compact([])) is None
+    assert is_empty_result(operation, compact({"points": []})) is None
+
+
+def test_every_search_operation_is_judged():
+    shapes = {"query": {"points": []}, "query_batch": [{"points": []}]}
+    for operation in SEARCH_OPERATIONS:
+        if operation.endswith("_groups"):
+            result = {"groups": []}
+        elif operation.endswith("_batch"):
+            result = shapes.get(operation, [[]])
+        else:
+            result = shapes.get(operation, [])
+        assert is_empty_result(operation, compact(result)) is True, operation
+
+
+@pytest.mark.parametrize(
+    "operation, body",
+    [
+        ("search", b""),
+        ("search", b"not json"),
+        ("search", b'{"status":{"error":"Not found"},"time":0}'),
+        ("query", compact({"count": 3})),
+        ("search", b"[1, 2]"),
+        ("search_batch", compact([])),  # a batch of no requests
+        ("search_batch", compact([[], {"count": 1}])),
+        ("query_batch", compact({"points": []})),
+    ],
+)
+def test_bodies_not_understood_are_not_judged(operation, body):
+    assert is_empty_result(operation, body) is None
