@@ -76,9 +76,18 @@ def missing_prerequisites() -> list[str]:
         missing.append("wrk (closed-loop load generator): apt-get install wrk")
     if nginx.find_nginx() is None:
         missing.append("nginx (fixed-response upstream and the split it is compared with): apt-get install nginx")
-    if importlib.util.find_spec("proxy.embedded") is None:
-        missing.append("proxy/embedded.py (the embedded upstream): part of this repository; update your checkout")
+    if not _runnable_module("proxy.embedded"):
+        missing.append("proxy.embedded (the embedded upstream, `python -m proxy.embedded`): part of this repository; update your checkout")
     return missing
+
+
+def _runnable_module(name: str) -> bool:
+    """Whether `python -m name` can run: a module, or a package with a __main__."""
+    try:
+        spec = importlib.util.find_spec(name)
+        return spec is not None and (spec.submodule_search_locations is None or importlib.util.find_spec(f"{name}.__main__") is not None)
+    except ImportError:
+        return False
 
 
 class Run:
