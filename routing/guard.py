@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
+from itertools import accumulate
 from dataclasses import dataclass
 
 from routing.config import Guard
@@ -103,12 +105,8 @@ class _Totals:
     def quantile(self, q: float) -> float | None:
         if not self.answered:
             return None
-        rank, seen = max(1, math.ceil(q * self.answered)), 0
-        for index, count in enumerate(self.histogram):
-            seen += count
-            if seen >= rank:
-                return bucket_value(index)
-        return None  # unreachable: the histogram holds every answered request
+        rank = max(1, math.ceil(q * self.answered))
+        return bucket_value(bisect_left(list(accumulate(self.histogram)), rank))
 
 
 class _Window:
