@@ -99,11 +99,13 @@ def _print_routes(document: dict) -> None:
         line = (f"{name}: {route['blue']} -> {route['green']}  configured {route['green_percent']:g}%  "
                 f"effective {route['effective_green_percent']:g}%  state {route.get('state', 'active')}")
         if route.get("reason"):
-            line += f"  reason: {route['reason']}"
-        if route.get("step") is not None:
-            line += f"  step {route['step']}"
-            if route.get("next_step_in") is not None:
-                line += f" (next in {route['next_step_in']:.0f}s)"
+            line += f"  reason: {route['reason']}" + (f" ({route['detail']})" if route.get("detail") else "")
+        step = route.get("step")
+        if step:
+            walk = " -> ".join(f"{percent:g}%" for percent in step["walk"])
+            line += f"\n  staged rollout {walk}: step {step['index'] + 1}/{len(step['walk'])} ({step['percent']:g}%)"
+            if step.get("next_in_s") is not None:
+                line += f", next step in {step['next_in_s']:.0f}s if healthy"
         print(line)
 
 
@@ -150,6 +152,51 @@ def cmd_rollback(args) -> int:
 
 def cmd_resume(args) -> int:
     return _route_command(args, "resume", None)
+
+
+def cmd_preflight(args) -> int:
+    """The proxy's parity checks, once, for every route (or the named ones): exit 1 if any fails."""
+    import asyncio
+
+    from proxy.reload import read_config
+    from proxy.safety import run_preflight
+    from proxy.upstream import UpstreamClient, UpstreamFailure
+
+    try:
+        config, _ = read_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: invalid\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    upstream_url = args.upstream or config.upstream.url
+    if upstream_url == "embedded":
+        print("upstream is `embedded`: pass --upstream URL of the running upstream", file=sys.stderr)
+        return EXIT_USAGE
+    routes = {name: route for name, route in config.routes.items() if not args.route or name in args.route}
+    unknown = set(args.route or ()) - set(config.routes)
+    if unknown:
+        print(f"no such route(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def check_all() -> bool:
+        client = UpstreamClient(upstream_url, config.upstream)
+        passed = True
+        try:
+            for name, route in routes.items():
+                result = await run_preflight(client.fetch_json, route)
+                passed &= result.ok
+                settings = "" if route.preflight else " (no preflight settings: defaults)"
+                print(f"{name}: blue {route.blue}, green {route.green}: {'PASS' if result.ok else 'FAIL'}{settings}")
+                for check in result.checks:
+                    print(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+        finally:
+            await client.close()
+        return passed
+
+    try:
+        return EXIT_OK if asyncio.run(check_all()) else EXIT_FAILED
+    except UpstreamFailure as exc:
+        print(f"preflight: {exc.detail}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def cmd_upstream(args) -> int:
@@ -200,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("route")
     admin_flags(resume)
     resume.set_defaults(func=cmd_resume)
+
+    preflight = commands.add_parser("preflight", help="run the parity checks against the upstream once")
+    preflight.add_argument("--config", required=True)
+    preflight.add_argument("--upstream", help="upstream URL (default: upstream.url of the config)")
+    preflight.add_argument("route", nargs="*", help="only these routes (default: all)")
+    preflight.set_defaults(func=cmd_preflight)
 
     upstream = commands.add_parser("upstream", help="run the embedded qdrant-edge upstream (development and tests)")
     upstream.add_argument("--data", required=True, help="data directory (one shard per collection)")

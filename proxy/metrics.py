@@ -105,11 +105,13 @@ class Metrics:
             found = self._series[key] = RequestSeries(self, key)
         return found
 
-    def forget_route(self, route: str) -> None:
+    def forget_route(self, route: str, states: tuple[str, ...]) -> None:
         """Drop a removed route's gauges so dashboards do not show a stale split."""
-        for gauge in (self.green_percent, self.configured_green_percent):
+        series = [(self.green_percent, (route,)), (self.configured_green_percent, (route,))]
+        series += [(self.route_state, (route, state)) for state in states]
+        for gauge, labels in series:
             try:
-                gauge.remove(route)
+                gauge.remove(*labels)
             except KeyError:
                 pass
 

@@ -19,7 +19,7 @@ from proxy.admin import build_admin_app
 from proxy.app import ProxyApp
 from proxy.metrics import Metrics
 from proxy.reload import ConfigReloader, read_config
-from proxy.safety import SafetyController
+from proxy.safety import SafetyController, default_state_file
 from proxy.state import ProxyState
 from proxy.upstream import UpstreamClient
 from routing.config import Config
@@ -126,10 +126,11 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     metrics.config_generation.set(1)
     metrics.last_reload_ok.set(1)
     metrics.last_reload_time.set(time.time())
-    safety = SafetyController(state, metrics)
-    reloader = ConfigReloader(state, metrics, on_applied=safety.on_config_applied)
     upstream = UpstreamClient(upstream_url, config.upstream)
     await upstream.start()
+    state_file = Path(config.state_file) if config.state_file else default_state_file(config_path)
+    safety = SafetyController(state, metrics, upstream.fetch_json, state_file)
+    reloader = ConfigReloader(state, metrics, on_applied=safety.on_config_applied)
 
     data_server = _Server(_uvicorn_config(ProxyApp(state, upstream, metrics, observer=safety), listen))
     admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin))
@@ -146,6 +147,7 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     loop.add_signal_handler(signal.SIGHUP, reloader.reload, "SIGHUP")
 
     watcher = asyncio.create_task(reloader.watch(stop))
+    safety_clock = asyncio.create_task(safety.run(stop))
     log.info(
         "bluegreen-proxy: data http://%s:%d -> %s, admin http://%s:%d, config %s (generation 1)",
         listen.host, listen.port, upstream_url, admin.host, admin.port, config_path,
@@ -154,9 +156,10 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
         await asyncio.gather(data_server.serve(), admin_server.serve())
     finally:
         shut_down()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, safety_clock):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await upstream.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -10,6 +10,7 @@ pooled connection found dead, timeouts, TLS.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import time
 from collections import deque
@@ -155,6 +156,16 @@ class UpstreamClient:
         if self._api_key is not None and not any(name == _API_KEY for name, _ in headers):
             headers.append((_API_KEY, self._api_key))
         return headers
+
+    async def fetch_json(self, method: str, path: str, body: bytes) -> tuple[int, dict | None]:
+        """A control-plane call (preflight): status and parsed JSON body (None when not JSON)."""
+        headers = self.forward_headers([(b"content-type", b"application/json")])
+        response = await self.request(method, path.encode(), headers, body)
+        try:
+            document = json.loads(response.body)
+        except ValueError:
+            document = None
+        return response.status, document if isinstance(document, dict) else None
 
     async def request(
         self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes

@@ -68,6 +68,9 @@ SEARCH_OPERATIONS = frozenset(
     }
 )
 
+# Operations split between blue and green (the guard judges these).
+READ_OPERATIONS = frozenset(op for op, kind in _EXACT.values() if kind is Kind.READ)
+
 # Every label value `operation` can take: bounded, whatever clients send.
 OPERATIONS = frozenset(op for op, _ in _EXACT.values()) | frozenset(_FAMILIES.values()) | {"other"}
 UNROUTED_OPERATION = "passthrough"

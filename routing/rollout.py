@@ -43,6 +43,7 @@ from routing.guard import Judgement
 from routing.preflight import PreflightResult
 
 ACTIVE, ROLLED_BACK, PREFLIGHT_FAILED, STEPPING = "active", "rolled_back", "preflight_failed", "stepping"
+STATES = (ACTIVE, ROLLED_BACK, PREFLIGHT_FAILED, STEPPING)
 MANUAL = "manual"
 PENDING = "pending"
 
@@ -226,6 +227,14 @@ class RouteRollout:
         self.hold_started = now
         self._settle(now)
         return Event("resumed", now, MANUAL)
+
+    def inherit_preflight(self, previous: "RouteRollout", now: float) -> None:
+        """Keep the last check of the same collections when this record replaces `previous`
+        (another replica's saved state): green need not go dark until the next recheck."""
+        if (previous.route.blue, previous.route.green) == (self.route.blue, self.route.green):
+            self.preflight, self.preflight_checked_at = previous.preflight, previous.preflight_checked_at
+            self._green_wanted = previous._green_wanted
+            self._settle(now)
 
     def tick(self, now: float) -> Event | None:
         if self._holds_on_evidence():

@@ -71,8 +71,9 @@ class CompiledRoute:
         return GREEN if random.randrange(BUCKETS) < threshold else BLUE
 
 
-def _segment(name: str) -> bytes:
-    return quote(name, safe="").encode("ascii")
+def quote_segment(name: str) -> str:
+    """A collection name as one percent-encoded path segment, as qdrant-client sends it."""
+    return quote(name, safe="")
 
 
 def compile_route(name: str, settings: Route) -> CompiledRoute:
@@ -82,8 +83,8 @@ def compile_route(name: str, settings: Route) -> CompiledRoute:
         salt=(settings.salt if settings.salt is not None else name).encode(),
         key_headers=tuple(source.split(":", 1)[1].encode("latin-1") for source in settings.key),
         configured_threshold=threshold_for(settings.green_percent),
-        blue_segment=_segment(settings.blue),
-        green_segment=_segment(settings.green),
+        blue_segment=quote_segment(settings.blue).encode("ascii"),
+        green_segment=quote_segment(settings.green).encode("ascii"),
     )
 
 
