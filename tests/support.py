@@ -114,7 +114,7 @@ class RunningProxy:
 
     def __init__(
         self, config_dir: Path, upstream_url: str, routes_yaml: str, extra_yaml: str = "",
-        upstream_options: str = "timeout: 10s",
+        upstream_options: str = "timeout: 10s", admin_options: str = "",
     ):
         self.config_dir = config_dir
         self.config_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +125,7 @@ class RunningProxy:
         self.upstream_url = upstream_url
         self.extra_yaml = extra_yaml
         self.upstream_options = upstream_options
+        self.admin_options = f", {admin_options}" if admin_options else ""
         self.write_routes(routes_yaml)
         self.server = ServerProcess(
             [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config_path)],
@@ -135,7 +136,7 @@ class RunningProxy:
     def config_text(self, routes_yaml: str) -> str:
         return (
             f"listen: {{host: 127.0.0.1, port: {self.data_port}}}\n"
-            f"admin: {{host: 127.0.0.1, port: {self.admin_port}}}\n"
+            f"admin: {{host: 127.0.0.1, port: {self.admin_port}{self.admin_options}}}\n"
             f"upstream: {{url: '{self.upstream_url}', {self.upstream_options}}}\n"
             f"{self.extra_yaml}"
             f"routes:\n{routes_yaml}"
