@@ -1,0 +1,3 @@
+from proxy.embedded import main
+
+raise SystemExit(main())

@@ -1,0 +1,426 @@
+"""The Qdrant REST API over the store: a raw ASGI app with a dict router and Qdrant's envelope.
+
+qdrant-edge calls are synchronous and hold the GIL, so handlers call them directly on the event loop:
+requests are served one at a time, which keeps every handler atomic without locks. Fine for a
+development upstream; a search on 10,000 points takes well under a millisecond.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote
+
+import qdrant_edge as qe
+from pydantic import TypeAdapter, ValidationError
+from qdrant_client.http import models
+
+from proxy.embedded import convert
+from proxy.embedded.convert import edge_id, id_json, record_json, scored_point_json
+from proxy.embedded.errors import ApiError, from_edge, not_found, unsupported, wrong_input
+from proxy.embedded.store import Collection, Store
+
+log = logging.getLogger(__name__)
+
+# qdrant-client 1.20 accepts a server whose major version is equal and minor differs by at most one.
+QDRANT_VERSION = "1.19.0"
+# Qdrant's own top-level paths: anything else under them that is not routed here is "not supported".
+QDRANT_ROOTS = frozenset({"collections", "aliases", "cluster", "snapshots", "telemetry", "metrics", "issues", "locks"})
+
+_POINT_INSERT = TypeAdapter(models.PointInsertOperations)
+_POINTS_SELECTOR = TypeAdapter(models.PointsSelector)
+# What qdrant-edge raises (plain Exception) or its argument conversion raises; anything else is a bug here.
+_EDGE_ERRORS = (Exception, ValueError, TypeError)
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+    collection_name: str | None = None
+    path_param: str | None = None
+
+    def json(self) -> Any:
+        if not self.body.strip():
+            return {}
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"Format error in JSON body: {exc}") from None
+
+    def parse(self, model: Any) -> Any:
+        """The body as a qdrant-client model (or TypeAdapter of a union), so shapes are exactly Qdrant's."""
+        body = self.json()
+        try:
+            return model.validate_python(body) if isinstance(model, TypeAdapter) else model.model_validate(body)
+        except ValidationError as exc:
+            raise ApiError(422, f"Validation error in JSON body: {_validation_summary(exc)}") from None
+
+    @property
+    def wait(self) -> bool:
+        return self.query.get("wait", ["false"])[-1].lower() == "true"
+
+
+class PlainText(str):
+    """A handler result sent as text/plain, like Qdrant's health endpoints."""
+
+
+class BareJson(dict):
+    """A handler result sent without the envelope, like Qdrant's version document at `GET /`."""
+
+
+def _validation_summary(exc: ValidationError, limit: int = 3) -> str:
+    errors = exc.errors(include_url=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:limit]]
+    if len(errors) > limit:
+        parts.append(f"... {len(errors) - limit} more")
+    return "[" + "; ".join(parts) + "]"
+
+
+def _path_segments(scope: dict) -> list[str]:
+    # raw_path keeps %2F inside a segment apart from the separators; trailing slashes are trimmed like Qdrant.
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1").split("?", 1)[0] if raw else scope["path"]
+    return [unquote(segment) for segment in path.strip("/").split("/") if segment]
+
+
+def _json_bytes(document: dict) -> bytes:
+    # Compact like Qdrant's serde, so e.g. an empty search answer contains exactly `"result":[]`.
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _update_result(operation_id: int, wait: bool) -> dict:
+    return {"operation_id": operation_id, "status": "completed" if wait else "acknowledged"}
+
+
+class EmbeddedQdrant:
+    """ASGI app. The store opens in the constructor (so the app also works without a lifespan) and
+    closes on lifespan shutdown."""
+
+    def __init__(self, data_dir: Path):
+        self.store = Store(data_dir)
+        self.root_routes: dict[tuple[str, tuple[str, ...]], Callable[[Request], Any]] = {
+            ("GET", ()): self.version,
+            ("GET", ("healthz",)): lambda _: PlainText("healthz check passed"),
+            ("GET", ("livez",)): lambda _: PlainText("livez check passed"),
+            ("GET", ("readyz",)): lambda _: PlainText("all shards are ready"),
+            ("GET", ("collections",)): self.list_collections,
+            ("GET", ("aliases",)): self.list_aliases,
+            ("POST", ("collections", "aliases")): self.change_aliases,
+        }
+        # Paths below /collections/{name}; "*" is the last segment's parameter.
+        self.collection_routes: dict[tuple[str, tuple[str, ...]], Callable[[Request], Any]] = {
+            ("GET", ()): self.get_collection,
+            ("PUT", ()): self.create_collection,
+            ("DELETE", ()): self.delete_collection,
+            ("GET", ("exists",)): self.collection_exists,
+            ("GET", ("aliases",)): self.collection_aliases,
+            ("PUT", ("points",)): self.upsert,
+            ("POST", ("points",)): self.retrieve,
+            ("GET", ("points", "*")): self.get_point,
+            ("POST", ("points", "delete")): self.delete_points,
+            ("POST", ("points", "payload")): self.set_payload,
+            ("PUT", ("points", "payload")): self.overwrite_payload,
+            ("POST", ("points", "payload", "delete")): self.delete_payload,
+            ("POST", ("points", "payload", "clear")): self.clear_payload,
+            ("PUT", ("points", "vectors")): self.update_vectors,
+            ("POST", ("points", "vectors", "delete")): self.delete_vectors,
+            ("POST", ("points", "query")): self.query,
+            ("POST", ("points", "query", "batch")): self.query_batch,
+            ("POST", ("points", "search")): self.search,
+            ("POST", ("points", "search", "batch")): self.search_batch,
+            ("POST", ("points", "scroll")): self.scroll,
+            ("POST", ("points", "count")): self.count,
+            ("POST", ("facet",)): self.facet,
+            ("PUT", ("index",)): self.create_index,
+            ("DELETE", ("index", "*")): self.delete_index,
+        }
+
+    # ------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.store.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
+        started = time.perf_counter()
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        request = Request(scope["method"], scope["path"], query, b"".join(chunks))
+        status, content_type, body = self.handle(request, _path_segments(scope), started)
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+    def handle(self, request: Request, segments: list[str], started: float) -> tuple[int, bytes, bytes]:
+        """Route and run one request; every failure becomes Qdrant's error envelope, never a traceback."""
+        try:
+            result = self._route(request, segments)(request)
+            if isinstance(result, PlainText):
+                return 200, b"text/plain; charset=utf-8", result.encode()
+            if isinstance(result, BareJson):
+                return 200, b"application/json", _json_bytes(result)
+            document = {"result": result, "status": "ok", "time": time.perf_counter() - started}
+            return 200, b"application/json", _json_bytes(document)
+        except ApiError as exc:
+            status, message = exc.status, exc.message
+        except Exception as exc:  # noqa: BLE001 - the server must answer whatever happens
+            if type(exc) in _EDGE_ERRORS:
+                error = from_edge(exc)
+                status, message = error.status, error.message
+            else:
+                log.exception("%s %s failed", request.method, request.path)
+                status, message = 500, f"Service internal error: {type(exc).__name__}: {exc}"
+        document = {"status": {"error": message}, "time": time.perf_counter() - started}
+        return status, b"application/json", _json_bytes(document)
+
+    def _route(self, request: Request, segments: list[str]) -> Callable[[Request], Any]:
+        method = request.method
+        handler = self.root_routes.get((method, tuple(segments)))
+        if handler is not None:
+            return handler
+        if len(segments) >= 2 and segments[0] == "collections":
+            rest = tuple(segments[2:])
+            request.collection_name = segments[1]
+            handler = self.collection_routes.get((method, rest))
+            if handler is None and rest:
+                handler = self.collection_routes.get((method, rest[:-1] + ("*",)))
+                request.path_param = rest[-1]
+            if handler is not None:
+                return handler
+        endpoint = f"`{method} {request.path}`"
+        if segments and segments[0] in QDRANT_ROOTS:
+            raise unsupported(endpoint)
+        raise not_found(f"{endpoint} is not supported by the embedded upstream (qdrant-edge)")
+
+    def _collection(self, request: Request) -> Collection:
+        return self.store.resolve(request.collection_name)
+
+    def _write(self, request: Request, operation: qe.UpdateOperation) -> dict:
+        operation_id = self._collection(request).apply(operation)
+        return _update_result(operation_id, request.wait)
+
+    def _query_converter(self, collection: Collection) -> convert.QueryConverter:
+        def fetch_vector(collection_name: str | None, point_id: convert.PointId, vector_name: str) -> Any:
+            source = collection if collection_name is None else self.store.resolve(collection_name)
+            return source.fetch_vector(point_id, vector_name)
+
+        return convert.QueryConverter(fetch_vector)
+
+    # ------------------------------------------------------------ service
+
+    def version(self, _: Request) -> BareJson:
+        return BareJson(title="qdrant - vector search engine", version=QDRANT_VERSION)
+
+    def list_collections(self, _: Request) -> dict:
+        return {"collections": [{"name": name} for name in sorted(self.store.collections)]}
+
+    def list_aliases(self, _: Request) -> dict:
+        return {"aliases": [{"alias_name": a, "collection_name": c} for a, c in sorted(self.store.aliases.items())]}
+
+    def change_aliases(self, request: Request) -> bool:
+        self.store.change_aliases(request.parse(models.ChangeAliasesOperation).actions)
+        return True
+
+    # ------------------------------------------------------------ collections
+
+    def get_collection(self, request: Request) -> dict:
+        return self._collection(request).info()
+
+    def create_collection(self, request: Request) -> bool:
+        self.store.create(request.collection_name, request.parse(models.CreateCollection))
+        return True
+
+    def delete_collection(self, request: Request) -> bool:
+        return self.store.delete(request.collection_name)
+
+    def collection_exists(self, request: Request) -> dict:
+        return {"exists": self.store.exists(request.collection_name)}
+
+    def collection_aliases(self, request: Request) -> dict:
+        name = self._collection(request).name
+        aliases = sorted(a for a, c in self.store.aliases.items() if c == name)
+        return {"aliases": [{"alias_name": a, "collection_name": name} for a in aliases]}
+
+    def create_index(self, request: Request) -> dict:
+        body = request.parse(models.CreateFieldIndex)
+        schema = convert.field_schema(body.field_schema)
+        return self._write(request, qe.UpdateOperation.create_field_index(body.field_name, schema))
+
+    def delete_index(self, request: Request) -> dict:
+        return self._write(request, qe.UpdateOperation.delete_field_index(request.path_param))
+
+    # ------------------------------------------------------------ writes
+
+    def upsert(self, request: Request) -> dict:
+        body = request.parse(_POINT_INSERT)
+        update_mode = convert.edge_enum(qe.UpdateMode, body.update_mode, "update mode")
+        operation = qe.UpdateOperation.upsert_points(
+            convert.points_to_edge(body), condition=convert.to_filter(body.update_filter), update_mode=update_mode,
+        )
+        return self._write(request, operation)
+
+    def delete_points(self, request: Request) -> dict:
+        selector = request.parse(_POINTS_SELECTOR)
+        if isinstance(selector, models.PointIdsList):
+            operation = qe.UpdateOperation.delete_points([edge_id(i) for i in selector.points])
+        else:
+            operation = qe.UpdateOperation.delete_points_by_filter(convert.to_filter(selector.filter))
+        return self._write(request, operation)
+
+    def _payload_write(self, request: Request, by_ids: Callable, by_filter: Callable) -> dict:
+        body = request.parse(models.SetPayload)
+        if body.points is not None:
+            operation = by_ids([edge_id(i) for i in body.points], body.payload, key=body.key)
+        elif body.filter is not None:
+            operation = by_filter(convert.to_filter(body.filter), body.payload, key=body.key)
+        else:
+            raise wrong_input("either `points` or `filter` is required")
+        return self._write(request, operation)
+
+    def set_payload(self, request: Request) -> dict:
+        update = qe.UpdateOperation
+        return self._payload_write(request, update.set_payload, update.set_payload_by_filter)
+
+    def overwrite_payload(self, request: Request) -> dict:
+        update = qe.UpdateOperation
+        return self._payload_write(request, update.overwrite_payload, update.overwrite_payload_by_filter)
+
+    def delete_payload(self, request: Request) -> dict:
+        body = request.parse(models.DeletePayload)
+        if body.points is not None:
+            operation = qe.UpdateOperation.delete_payload([edge_id(i) for i in body.points], body.keys)
+        elif body.filter is not None:
+            operation = qe.UpdateOperation.delete_payload_by_filter(convert.to_filter(body.filter), body.keys)
+        else:
+            raise wrong_input("either `points` or `filter` is required")
+        return self._write(request, operation)
+
+    def clear_payload(self, request: Request) -> dict:
+        selector = request.parse(_POINTS_SELECTOR)
+        if isinstance(selector, models.PointIdsList):
+            operation = qe.UpdateOperation.clear_payload([edge_id(i) for i in selector.points])
+        else:
+            operation = qe.UpdateOperation.clear_payload_by_filter(convert.to_filter(selector.filter))
+        return self._write(request, operation)
+
+    def update_vectors(self, request: Request) -> dict:
+        body = request.parse(models.UpdateVectors)
+        vectors = [qe.PointVectors(edge_id(p.id), convert.vector_struct(p.vector)) for p in body.points]
+        operation = qe.UpdateOperation.update_vectors(vectors, condition=convert.to_filter(body.update_filter))
+        return self._write(request, operation)
+
+    def delete_vectors(self, request: Request) -> dict:
+        body = request.parse(models.DeleteVectors)
+        if body.points is not None:
+            operation = qe.UpdateOperation.delete_vectors([edge_id(i) for i in body.points], body.vector)
+        elif body.filter is not None:
+            operation = qe.UpdateOperation.delete_vectors_by_filter(convert.to_filter(body.filter), body.vector)
+        else:
+            raise wrong_input("either `points` or `filter` is required")
+        return self._write(request, operation)
+
+    # ------------------------------------------------------------ reads
+
+    def retrieve(self, request: Request) -> list:
+        body = request.parse(models.PointRequest)
+        records = self._collection(request).shard.retrieve(
+            [edge_id(i) for i in body.ids],
+            with_payload=convert.with_payload(body.with_payload, True),
+            with_vector=convert.with_vector(body.with_vector),
+        )
+        return [record_json(r) for r in records]
+
+    def get_point(self, request: Request) -> dict:
+        raw = request.path_param
+        point_id = edge_id(int(raw) if raw.isdigit() else raw)
+        records = self._collection(request).shard.retrieve([point_id], with_payload=True, with_vector=True)
+        if not records:
+            raise not_found(f"No point with id {raw} found")
+        return record_json(records[0])
+
+    def query(self, request: Request) -> dict:
+        body = request.parse(models.QueryRequest)
+        collection = self._collection(request)
+        points = collection.shard.query(self._query_converter(collection).request(body))
+        return {"points": [scored_point_json(p, bool(body.with_vector)) for p in points]}
+
+    def query_batch(self, request: Request) -> list:
+        body = request.parse(models.QueryRequestBatch)
+        collection = self._collection(request)
+        converter = self._query_converter(collection)
+        batch = qe.QueryBatchRequest([converter.request(search) for search in body.searches])
+        return [
+            {"points": [scored_point_json(p, bool(search.with_vector)) for p in points]}
+            for search, points in zip(body.searches, collection.shard.query_batch(batch))
+        ]
+
+    def search(self, request: Request) -> list:
+        body = request.parse(convert.SearchRequest)
+        points = self._collection(request).shard.query(convert.search_to_edge(body))
+        return [scored_point_json(p) for p in points]
+
+    def search_batch(self, request: Request) -> list:
+        body = request.parse(convert.SearchRequestBatch)
+        batch = qe.QueryBatchRequest([convert.search_to_edge(search) for search in body.searches])
+        return [[scored_point_json(p) for p in points] for points in self._collection(request).shard.query_batch(batch)]
+
+    def scroll(self, request: Request) -> dict:
+        body = request.parse(models.ScrollRequest)
+        records, next_offset = self._collection(request).shard.scroll(qe.ScrollRequest(
+            offset=None if body.offset is None else edge_id(body.offset),
+            limit=body.limit if body.limit is not None else convert.DEFAULT_LIMIT,
+            filter=convert.to_filter(body.filter),
+            with_payload=convert.with_payload(body.with_payload, True),
+            with_vector=convert.with_vector(body.with_vector),
+            order_by=convert.order_by(body.order_by),
+        ))
+        return {
+            "points": [record_json(r) for r in records],
+            "next_page_offset": None if next_offset is None else id_json(next_offset),
+        }
+
+    def count(self, request: Request) -> dict:
+        body = request.parse(models.CountRequest)
+        exact = body.exact if body.exact is not None else True
+        return {"count": self._collection(request).shard.count(qe.CountRequest(exact=exact, filter=convert.to_filter(body.filter)))}
+
+    def facet(self, request: Request) -> dict:
+        body = request.parse(models.FacetRequest)
+        response = self._collection(request).shard.facet(qe.FacetRequest(
+            body.key,
+            limit=body.limit if body.limit is not None else convert.DEFAULT_LIMIT,
+            exact=bool(body.exact),
+            filter=convert.to_filter(body.filter),
+        ))
+        return {"hits": [{"value": hit.value, "count": hit.count} for hit in response.hits]}
+
+
+def create_app(data_dir: str | Path) -> EmbeddedQdrant:
+    """The ASGI app serving the collections under `data_dir` (created if missing)."""
+    return EmbeddedQdrant(Path(data_dir))
