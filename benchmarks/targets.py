@@ -78,6 +78,9 @@ def load_collection(base_url: str, collection: str, points: int, batch_size: int
     count = _call("POST", f"{base_url}/collections/{collection}/points/count", b'{"exact":true}')["result"]["count"]
     if count != points:
         raise RuntimeError(f"{collection}: loaded {points} points but the upstream counts {count}")
+    found = _call("POST", f"{base_url}{search_path(collection)}", workload.search_bodies(1)[0])["result"]
+    if len(found) != workload.SEARCH_LIMIT or "payload" not in found[0]:
+        raise RuntimeError(f"{collection}: a search found {len(found)} points, not {workload.SEARCH_LIMIT} with payloads")
 
 
 # ---------------------------------------------------------------- the proxy
