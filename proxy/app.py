@@ -35,11 +35,6 @@ class Observer(Protocol):
     ) -> None: ...
 
 
-class _NoObserver:
-    def observe(self, route, colour, operation, status, seconds, body) -> None:
-        return None
-
-
 class BodyTooLarge(Exception):
     pass
 
@@ -56,13 +51,11 @@ def error_body(message: str, started: float) -> bytes:
 
 
 class ProxyApp:
-    def __init__(
-        self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer | None = None
-    ):
+    def __init__(self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer):
         self.state = state
         self.upstream = upstream
         self.metrics = metrics
-        self.observer: Observer = observer or _NoObserver()
+        self.observer = observer
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

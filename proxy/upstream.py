@@ -21,11 +21,12 @@ import httptools
 
 from routing.config import Upstream as UpstreamSettings
 
-# Hop-by-hop headers (RFC 9110 7.6.1) plus those this client writes itself.
+# Hop-by-hop headers (RFC 9110 7.6.1) plus those this client writes itself. `expect` too: the
+# client's 100-continue was answered by our own server, and the body goes upstream at once.
 _HOP_BY_HOP = frozenset(
     {
         b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
-        b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length",
+        b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect",
     }
 )
 _API_KEY = b"api-key"
@@ -98,6 +99,8 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if self.status < 200:
+            return  # an interim 1xx response: the real one follows
         self.keep_alive = self.parser.should_keep_alive()
         if self.head_request:  # no body follows; llhttp cannot be told, so do not reuse the connection
             self.keep_alive = False
@@ -107,6 +110,9 @@ class _Connection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if self.status < 200:
+            self.headers.clear()
+            return
         if not self.head_request:
             self._complete()
 

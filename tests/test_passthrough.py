@@ -193,3 +193,13 @@ def test_slow_upstream_gives_504_in_qdrant_envelope_and_is_counted(impatient_ech
     assert metric_value(metrics, "bluegreen_requests_total", route="docs", status="error") >= 1
     fast = httpx.post(impatient_echo.url + "/collections/docs/points/query", content=b"{}", headers={"x-user-id": "u1"})
     assert fast.status_code == 200
+
+
+def test_expect_100_continue_is_answered_by_the_proxy_not_forwarded(echo_proxy):
+    body = b'{"limit": 1, "filter": {"must": []}, "pad": "' + b"x" * 4000 + b'"}'
+    response = httpx.post(
+        echo_proxy.url + "/collections/other/points/scroll", content=body, headers={"Expect": "100-continue"}
+    )
+    assert response.status_code == 200
+    echoed = sent(response)
+    assert echoed["body"] == body and "expect" not in echoed["header_names"]
