@@ -40,14 +40,22 @@ def cmd_serve(args) -> int:
         return EXIT_USAGE
 
 
-def cmd_check(args) -> int:
+def _load_config(path: str):
+    """The validated config, or None after printing why it is invalid."""
     from proxy.reload import read_config
-    from routing.table import RouteTable
 
     try:
-        config, _ = read_config(args.config)
+        return read_config(path)[0]
     except ConfigError as exc:
-        print(f"{args.config}: invalid\n{exc}", file=sys.stderr)
+        print(f"{path}: invalid\n{exc}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args) -> int:
+    from routing.table import RouteTable
+
+    config = _load_config(args.config)
+    if config is None:
         return EXIT_USAGE
     print(f"{args.config}: valid")
     print(f"listen {config.listen.host}:{config.listen.port}  admin {config.admin.host}:{config.admin.port}  upstream {config.upstream.url}")
@@ -158,14 +166,11 @@ def cmd_preflight(args) -> int:
     """The proxy's parity checks, once, for every route (or the named ones): exit 1 if any fails."""
     import asyncio
 
-    from proxy.reload import read_config
     from proxy.safety import run_preflight
     from proxy.upstream import UpstreamClient, UpstreamFailure
 
-    try:
-        config, _ = read_config(args.config)
-    except ConfigError as exc:
-        print(f"{args.config}: invalid\n{exc}", file=sys.stderr)
+    config = _load_config(args.config)
+    if config is None:
         return EXIT_USAGE
     upstream_url = args.upstream or config.upstream.url
     if upstream_url == "embedded":
@@ -272,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return EXIT_FAILED
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":
