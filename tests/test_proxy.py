@@ -323,3 +323,24 @@ def test_invalid_config_stops_the_start_with_the_field_named(tmp_path):
         [sys.executable, "-m", "proxy.cli", "check", "--config", str(config)], capture_output=True, text=True, timeout=30
     )
     assert check.returncode == 2 and "routes.docs.green_percent: must be <= 100" in check.stderr
+
+
+def test_embedded_upstream_starts_and_stops_with_the_proxy(tmp_path):
+    upstream_port = free_port()
+    proxy = RunningProxy(
+        tmp_path / "proxy", "embedded", route_yaml("notes", "notes_v1", "notes_v2", 100, writes="both"),
+        upstream_options=f"data_dir: '{tmp_path / 'data'}', embedded_port: {upstream_port}",
+    ).start()
+    try:
+        client = QdrantClient(url=proxy.url, prefer_grpc=False)
+        assert httpx.get(proxy.url + "/").json()["version"]
+        for name in ("notes_v1", "notes_v2"):
+            client.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.DOT))
+        client.upsert("notes", [models.PointStruct(id=1, vector=[1.0] * DIM, payload={"n": 1})], wait=True)
+        assert client.retrieve("notes", [1])[0].payload == {"n": 1}
+        assert (tmp_path / "data").is_dir()
+        client.close()
+    finally:
+        proxy.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{upstream_port}/")
