@@ -78,6 +78,7 @@ class SafetyController:
         self._file_seen: dict[str, dict] = {}
         self._local_synced: dict[str, dict] = {}
         self._next_sync = 0.0
+        self._published: dict[str, tuple] = {}  # gauges are set only when what they show changes
         now = clock()
         saved = self._read_state_file()
         for name, route in state.snapshot.config.routes.items():
@@ -104,6 +105,7 @@ class SafetyController:
             self._file_seen.pop(name, None)
             self._local_synced.pop(name, None)
             self.metrics.forget_route(name, STATES)
+            self._published.pop(name, None)
         for name, route in new.config.routes.items():
             rollout = self.rollouts.get(name)
             if rollout is None:
@@ -228,6 +230,10 @@ class SafetyController:
         for name, rollout in self.rollouts.items():
             percent = rollout.effective_green_percent
             thresholds[name] = threshold_for(percent)
+            shown = (percent, rollout.route.green_percent, rollout.state)
+            if self._published.get(name) == shown:
+                continue
+            self._published[name] = shown
             self.metrics.green_percent.labels(name).set(percent)
             self.metrics.configured_green_percent.labels(name).set(rollout.route.green_percent)
             for state in STATES:
@@ -269,7 +275,8 @@ class SafetyController:
         self._publish()
 
     def _save_if_changed(self) -> None:
-        changed = {name: r.to_dict() for name, r in self.rollouts.items() if r.to_dict() != self._local_synced.get(name)}
+        records = {name: rollout.to_dict() for name, rollout in self.rollouts.items()}
+        changed = {name: record for name, record in records.items() if record != self._local_synced.get(name)}
         if not changed:
             return
         routes = {name: record for name, record in self._read_state_file().items() if name in self.rollouts}
