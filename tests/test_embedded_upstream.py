@@ -385,7 +385,7 @@ def test_data_survives_a_restart(tmp_path):
     data_dir = tmp_path / "data"
     server, url = start_embedded_upstream(data_dir, tmp_path)
     try:
-        client = QdrantClient(url=url, prefer_grpc=False)
+        client = QdrantClient(url=url, prefer_grpc=False, check_compatibility=False)
         client.create_collection(
             "kept", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
             hnsw_config=models.HnswConfigDiff(m=24))
