@@ -59,11 +59,14 @@ class Child:
             self.process.kill()
             self.process.wait()
 
-    def log_tail(self, lines: int = 30) -> str:
+    def log_lines(self) -> list[str]:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return self.log_path.read_text(errors="replace").splitlines()
         except OSError:
-            return "(no log)"
+            return ["(no log)"]
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_lines()[-lines:])
 
 
 class Children:
@@ -202,7 +205,7 @@ class ResourceProbe:
 
 
 class BackgroundLoad:
-    """How much CPU *other* processes used during the run: the machine is shared, so say how noisy it was."""
+    """How much CPU *other* processes used over a span: the machine is shared, so say how noisy it was."""
 
     def __init__(self):
         self.busy_before, self.steal_before = _machine_cpu_seconds()
@@ -210,12 +213,11 @@ class BackgroundLoad:
         self.started = time.monotonic()
 
     def finish(self) -> dict:
-        """Call after every child has been stopped and reaped, so their CPU counts as ours."""
         busy, steal = _machine_cpu_seconds()
         capacity = (time.monotonic() - self.started) * len(os.sched_getaffinity(0))
         others = max(0.0, (busy - self.busy_before) - (_own_cpu_seconds() - self.own_before))
         return {
-            "other_processes_cpu_seconds": round(others, 1),
+            "other_processes_cpu_seconds": round(others, 2),
             "other_processes_share": round(others / capacity, 3),
             "steal_share": round((steal - self.steal_before) / capacity, 3),
         }
@@ -229,6 +231,6 @@ def _machine_cpu_seconds() -> tuple[float, float]:
 
 
 def _own_cpu_seconds() -> float:
-    """This process and every descendant it (or they) waited for: wrk, nginx workers, the proxy..."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    """This process and its live descendants, plus the descendants already reaped (wrk runs, stopped servers)."""
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return cpu_seconds(os.getpid()) + reaped.ru_utime + reaped.ru_stime

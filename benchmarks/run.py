@@ -49,6 +49,7 @@ class Plan:
     scaling_seconds: int
     scaling_connections: int
     route_counts: tuple[int, ...]
+    scaling_passes: int  # 2: up then down (ABBA), so slow drift on a shared machine does not pose as a trend
     embedded_points: int
     query_pool: int
 
@@ -57,7 +58,7 @@ FULL = Plan(
     mode="full", closed_loop_seconds=10, warmup_seconds=2, connections=(1, 16, 64),
     open_loop_seconds=10, open_loop_rates=(500, 2000), open_loop_connections=64,
     churn_seconds=30, churn_interval=0.1, churn_rate=500,
-    scaling_seconds=10, scaling_connections=16, route_counts=(1, 10, 50, 100),
+    scaling_seconds=10, scaling_connections=16, route_counts=(1, 10, 50, 100), scaling_passes=2,
     embedded_points=10_000, query_pool=256,
 )
 # Every scenario, briefly: a smoke test that all of them run and report (under 60 s).
@@ -65,7 +66,7 @@ QUICK = Plan(
     mode="quick", closed_loop_seconds=1, warmup_seconds=0, connections=(1, 16, 64),
     open_loop_seconds=1, open_loop_rates=(500, 2000), open_loop_connections=64,
     churn_seconds=2, churn_interval=0.1, churn_rate=500,
-    scaling_seconds=1, scaling_connections=16, route_counts=(1, 100),
+    scaling_seconds=1, scaling_connections=16, route_counts=(1, 100), scaling_passes=1,
     embedded_points=500, query_pool=32,
 )
 
@@ -119,7 +120,9 @@ class Run:
 
     def closed(self, endpoint: Endpoint, connections: int, seconds: int, paths: list[str] | None = None) -> dict:
         probe = ResourceProbe(endpoint.child.pid) if endpoint.name != "direct" else None
+        background = BackgroundLoad()
         result = wrk.run(endpoint.url, self._wrk_script(paths or [endpoint.path]), connections, seconds)
+        result["others_cpu_share"] = background.finish()["other_processes_share"]
         if probe is not None:
             result["resources"] = probe.finish(result["requests"] + result["failed_total"])
         return result
@@ -139,10 +142,12 @@ class Run:
             "--seconds", str(seconds), "--connections", str(self.plan.open_loop_connections),
             "--requests", str(self._requests_file(endpoint.path)),
         ]
+        background = BackgroundLoad()
         completed = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
         if completed.returncode != 0:
             raise RuntimeError(f"open-loop generator failed ({completed.returncode}): {completed.stderr[-2000:]}")
         result = json.loads(completed.stdout.strip().splitlines()[-1])
+        result["others_cpu_share"] = background.finish()["other_processes_share"]
         if probe is not None:
             result["resources"] = probe.finish(result["requests"] + result["failed_total"])
         return result
@@ -195,6 +200,8 @@ class Run:
             reloads_after = report.reload_counts(proxy.metrics_text())
         finally:
             self.children.stop(proxy.child)
+        # What the proxy said beyond routine reloads: the evidence when requests failed.
+        remarks = [line for line in proxy.child.log_lines() if "WARNING" in line or "ERROR" in line or "no routes" in line]
         return {
             "rate_rps": self.plan.churn_rate,
             "interval_ms": self.plan.churn_interval * 1000,
@@ -202,12 +209,14 @@ class Run:
             "churn": churn,
             "config_writes": {"total": len(writes), "atomic": writes.count("atomic"), "in_place": writes.count("in place")},
             "reloads": {k: reloads_after[k] - reloads_before[k] for k in reloads_after},
+            "proxy_remarks": remarks[:40],
         }
 
     def route_scaling(self, upstream: Endpoint) -> list[dict]:
         """The same closed-loop load spread evenly over 1..100 routes: CPU and memory per request."""
         rows = []
-        for count in self.plan.route_counts:
+        counts = list(self.plan.route_counts)
+        for count in [c for p in range(self.plan.scaling_passes) for c in (counts if p % 2 == 0 else counts[::-1])]:
             names = route_names(count)
             proxy = ProxyUnderTest(self.children, self.workdir, upstream.port, names)
             endpoint = proxy.start()

@@ -60,7 +60,7 @@ def test_reload_churn_and_route_scaling_reported(quick_run):
     assert churn["config_writes"]["atomic"] > 0 and churn["config_writes"]["in_place"] > 0
     assert churn["reloads"]["success"] > 0  # the writes really reached the proxy
     scaling = results["route_scaling"]
-    assert [row["routes"] for row in scaling] == list(results["plan"]["route_counts"])
+    assert sorted({row["routes"] for row in scaling}) == sorted(results["plan"]["route_counts"])
     for row in scaling:
         assert row["requests"] > 0 and row["resources"]["cpu_us_per_request"] is not None
 
@@ -72,7 +72,8 @@ def test_report_written_and_targets_judged(quick_run):
         assert heading in report
     assert results["machine"]["nproc"] >= 1 and results["machine"]["kernel"]
     assert len(results["summary"]["targets"]) >= 7
-    assert all(isinstance(target["met"], bool) for target in results["summary"]["targets"])
+    # None: not measurable in this run (say, the upstream alone could not keep the rate).
+    assert all(target["met"] in (True, False, None) for target in results["summary"]["targets"])
 
 
 def test_nothing_left_listening(quick_run):
