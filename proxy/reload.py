@@ -24,6 +24,9 @@ log = logging.getLogger("bluegreen.reload")
 # watchfiles logs every batch of events at INFO; with a log file beside the config that feeds itself.
 logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
+SETTLE_SECONDS = 0.02
+SETTLE_TRIES = 25
+
 # Settings bound at start-up (sockets, the upstream pool); a change is reported, applied on restart.
 RESTART_ONLY = ("listen", "admin.host", "admin.port", "upstream")
 
@@ -45,19 +48,44 @@ class ConfigReloader:
         self._lock = asyncio.Lock()
         self._failed_hash: str | None = None
 
-    def reload(self, trigger: str) -> bool:
+    async def reload(self, trigger: str) -> bool:
         """Re-read the file; apply it if its content changed and it is valid. True if applied."""
-        path = self.state.config_path
+        async with self._lock:  # the watch, the poll and SIGHUP may fire together
+            data = self._read()
+            if data is None or self._known(data):
+                return False
+            data = await self._settled(data)
+            if data is None or self._known(data):
+                return False
+            return self._apply(data, trigger)
+
+    def _read(self) -> bytes | None:
         try:
-            data = Path(path).read_bytes()
+            return Path(self.state.config_path).read_bytes()
         except OSError as exc:
             # Mid-swap (rename, symlink flip) the file can be briefly absent: the next event retries.
-            log.debug("config file unreadable on %s: %s", trigger, exc)
-            return False
+            log.debug("config file unreadable: %s", exc)
+            return None
+
+    def _known(self, data: bytes) -> bool:
+        """Already serving this content, or already rejected it."""
+        content_hash = hashlib.sha256(data).hexdigest()
+        return content_hash in (self.state.snapshot.content_hash, self._failed_hash)
+
+    async def _settled(self, data: bytes) -> bytes | None:
+        """The content once two reads SETTLE_SECONDS apart agree, so that a file being rewritten in
+        place (truncated, then written) is never applied half-written."""
+        for _ in range(SETTLE_TRIES):
+            await asyncio.sleep(SETTLE_SECONDS)
+            again = self._read()
+            if again == data:
+                return data
+            data = again
+        return data
+
+    def _apply(self, data: bytes, trigger: str) -> bool:
         content_hash = hashlib.sha256(data).hexdigest()
         current = self.state.snapshot
-        if content_hash == current.content_hash or content_hash == self._failed_hash:
-            return False
         try:
             config = parse_config(data.decode("utf-8", errors="replace"))
         except ConfigError as exc:
@@ -92,7 +120,7 @@ class ConfigReloader:
             async for _changes in watchfiles.awatch(
                 directory, stop_event=stop, debounce=150, step=30, recursive=False, ignore_permission_denied=True
             ):
-                self.reload("file event")
+                await self.reload("file event")
         finally:
             poll.cancel()
 
@@ -102,7 +130,7 @@ class ConfigReloader:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
             except asyncio.TimeoutError:
-                self.reload("poll")
+                await self.reload("poll")
 
 
 def _restart_only_changes(old: Config, new: Config) -> list[str]:

@@ -330,7 +330,8 @@ def parse_config(text: str, environ: dict[str, str] | None = None) -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}") from None
     if raw is None:
-        raw = {}
+        # Mid-write or by mistake: an empty file would silently stop all routing.
+        raise ConfigError("config: the file is empty (for a pass-through proxy with no routes write `routes: {}`)")
     if not isinstance(raw, dict):
         raise ConfigError("config: must be a mapping of settings")
     raw = expand_env(raw, dict(os.environ) if environ is None else environ)

@@ -274,7 +274,11 @@ def test_zero_failed_requests_across_50_reloads_under_load(names, embedded_upstr
     loader.start()
     try:
         for generation in range(50):
-            proxy.write_routes(route_yaml(logical, blue, green, (generation * 7) % 101))
+            routes = route_yaml(logical, blue, green, (generation * 7) % 101)
+            if generation % 3 == 2:  # in place, as `echo > file` or a plain editor write does
+                proxy.config_path.write_text(proxy.config_text(routes))
+            else:
+                proxy.write_routes(routes)
             time.sleep(0.06)
     finally:
         time.sleep(0.3)

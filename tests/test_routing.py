@@ -53,6 +53,8 @@ def test_top_level_mistakes_name_the_field():
         parse_config("upstream: {url: embedded}", environ={})
     with pytest.raises(ConfigError, match="not valid YAML"):
         parse_config("routes: [unclosed", environ={})
+    with pytest.raises(ConfigError, match="the file is empty"):
+        parse_config("  \n# nothing\n", environ={})
     with pytest.raises(ConfigError, match="duplicate key 'timeout'"):
         parse_config("upstream: {timeout: 1s, timeout: 2s}", environ={})
 
