@@ -146,7 +146,12 @@ class SafetyController:
         if now >= self._next_sync:
             self._next_sync = now + STATE_SYNC_SECONDS
             self._adopt_other_replicas(now)
+        clocked = False
         for name, rollout in self.rollouts.items():
+            route = rollout.route
+            if route.guard is None and route.rollout is None and route.preflight is None:
+                continue  # a plain split: nothing of it runs on a clock
+            clocked = True
             guard = self._guards.get(name)
             if guard is not None and now >= self._next_judgement[name]:
                 self._next_judgement[name] = now + guard.settings.interval
@@ -154,8 +159,9 @@ class SafetyController:
             self._log_event(name, rollout.tick(now))
             if rollout.preflight_due(now) and name not in self._preflights:
                 self._preflights[name] = asyncio.get_running_loop().create_task(self._preflight(name, rollout))
-        self._publish()
-        self._save_if_changed()
+        if clocked:
+            self._publish()
+            self._save_if_changed()
 
     async def _preflight(self, name: str, rollout: RouteRollout) -> None:
         try:
