@@ -308,7 +308,11 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it: ~10x faster, and reloads run on the event loop.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeLoader):
     """PyYAML keeps the last of two equal keys silently; a config must not hide a mistake that way."""
 
     def construct_mapping(self, node, deep=False):
