@@ -9,6 +9,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from qdrant_client import QdrantClient
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -179,3 +181,9 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
         if all(f'{key}="{val}"' in series for key, val in labels.items()):
             total += float(value)
     return total
+
+
+def qdrant_client(url: str, **options) -> QdrantClient:
+    """The real qdrant-client over REST. Its version check runs in a background thread that can outlive a
+    short test's servers and warn into the next test, so it is off here and tested on its own."""
+    return QdrantClient(url=url, prefer_grpc=False, check_compatibility=False, **options)

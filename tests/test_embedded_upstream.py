@@ -14,7 +14,7 @@ from qdrant_client.common.version_check import is_compatible
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from proxy.embedded import create_app
-from tests.support import start_embedded_upstream
+from tests.support import qdrant_client, start_embedded_upstream
 
 DIM = 4
 # Four fixed directions make every nearest-neighbour answer predictable.
@@ -23,7 +23,7 @@ AXES = {1: [1.0, 0.0, 0.0, 0.0], 2: [0.0, 1.0, 0.0, 0.0], 3: [0.0, 0.0, 1.0, 0.0
 
 @pytest.fixture
 def client(embedded_upstream):
-    qdrant = QdrantClient(url=embedded_upstream, prefer_grpc=False, timeout=30)
+    qdrant = qdrant_client(embedded_upstream, timeout=30)
     yield qdrant
     qdrant.close()
 
@@ -385,7 +385,7 @@ def test_data_survives_a_restart(tmp_path):
     data_dir = tmp_path / "data"
     server, url = start_embedded_upstream(data_dir, tmp_path)
     try:
-        client = QdrantClient(url=url, prefer_grpc=False, check_compatibility=False)
+        client = qdrant_client(url)
         client.create_collection(
             "kept", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
             hnsw_config=models.HnswConfigDiff(m=24))
@@ -400,7 +400,7 @@ def test_data_survives_a_restart(tmp_path):
 
     server, url = start_embedded_upstream(data_dir, tmp_path)
     try:
-        client = QdrantClient(url=url, prefer_grpc=False)
+        client = qdrant_client(url)
         info = client.get_collection("kept_alias")
         assert info.points_count == 4 and info.config.hnsw_config.m == 24
         assert info.config.params.vectors.size == DIM

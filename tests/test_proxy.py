@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import random
 import signal
 import subprocess
@@ -13,10 +14,11 @@ import uuid
 import aiohttp
 import httpx
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
+from qdrant_client.common.version_check import get_server_version, is_compatible
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from tests.support import RunningProxy, free_port, metric_value, start_embedded_upstream, wait_until
+from tests.support import RunningProxy, free_port, metric_value, qdrant_client, start_embedded_upstream, wait_until
 
 DIM = 8
 POINTS = 40
@@ -24,7 +26,7 @@ POINTS = 40
 
 def make_collections(upstream_url: str, blue: str, green: str, green_points: int = POINTS) -> None:
     """Blue and green hold the same ids; each point's payload says which collection it lives in."""
-    direct = QdrantClient(url=upstream_url, prefer_grpc=False, timeout=30)
+    direct = qdrant_client(upstream_url, timeout=30)
     rng = random.Random(7)
     for name, count in ((blue, POINTS), (green, green_points)):
         direct.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
@@ -90,13 +92,15 @@ def test_qdrant_client_works_unchanged_and_reads_stick(names, embedded_upstream,
     make_collections(embedded_upstream, blue, green)
     proxy = proxy_factory(route_yaml(logical, blue, green, 50))
 
-    client = QdrantClient(url=proxy.url, prefer_grpc=False)
+    # qdrant-client's own compatibility check reads the upstream's version document through the proxy.
+    assert is_compatible(importlib.metadata.version("qdrant-client"), get_server_version(proxy.url, {}, None, 5))
+    client = qdrant_client(proxy.url)
     assert logical not in {c.name for c in client.get_collections().collections}  # the list passes through
     assert client.collection_exists(logical)
     assert client.get_collection(logical).points_count == POINTS  # info comes from blue
     homes_by_user = {}
     for user in range(24):
-        sticky = QdrantClient(url=proxy.url, prefer_grpc=False, headers={"x-user-id": f"user-{user}"})
+        sticky = qdrant_client(proxy.url, headers={"x-user-id": f"user-{user}"})
         homes = {
             point.payload["home"]
             for _ in range(3)
@@ -135,7 +139,7 @@ def test_split_matches_percentage_over_10000_keys_and_ramp_is_monotonic(names, e
 
 
 def points_in(upstream_url: str, collection: str, ids: list[int]) -> list[int]:
-    direct = QdrantClient(url=upstream_url, prefer_grpc=False)
+    direct = qdrant_client(upstream_url)
     found = sorted(point.id for point in direct.retrieve(collection, ids))
     direct.close()
     return found
@@ -146,7 +150,7 @@ def test_write_policies(policy, names, embedded_upstream, proxy_factory):
     logical, blue, green = names
     make_collections(embedded_upstream, blue, green, green_points=0)
     proxy = proxy_factory(route_yaml(logical, blue, green, 50, writes=policy))
-    client = QdrantClient(url=proxy.url, prefer_grpc=False)
+    client = qdrant_client(proxy.url)
     new_ids = [1000, 1001]
     client.upsert(logical, [models.PointStruct(id=i, vector=[1.0] * DIM, payload={"new": True}) for i in new_ids], wait=True)
     in_blue, in_green = points_in(embedded_upstream, blue, new_ids), points_in(embedded_upstream, green, new_ids)
@@ -162,13 +166,13 @@ def test_both_writes_acknowledged_only_when_both_succeed(names, embedded_upstrea
     make_collections(embedded_upstream, blue, names[2])
     missing_green = f"{blue}_missing"
     proxy = proxy_factory(route_yaml(logical, blue, missing_green, 0, writes="both"))
-    client = QdrantClient(url=proxy.url, prefer_grpc=False)
+    client = qdrant_client(proxy.url)
     with pytest.raises(UnexpectedResponse) as caught:
         client.upsert(logical, [models.PointStruct(id=2000, vector=[1.0] * DIM)], wait=True)
     assert caught.value.status_code == 404
     assert missing_green in caught.value.content.decode()  # the failing side's own error
     # Blue took the write; the client retries once green exists, and nothing is lost.
-    QdrantClient(url=embedded_upstream).create_collection(
+    qdrant_client(embedded_upstream).create_collection(
         missing_green, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
     client.upsert(logical, [models.PointStruct(id=2000, vector=[1.0] * DIM)], wait=True)
     assert points_in(embedded_upstream, blue, [2000]) == [2000]
@@ -180,7 +184,7 @@ def test_refusals_and_upstream_errors_reach_the_client(names, embedded_upstream,
     logical, blue, green = names
     make_collections(embedded_upstream, blue, green)
     proxy = proxy_factory(route_yaml(logical, blue, green, 100))
-    client = QdrantClient(url=proxy.url, prefer_grpc=False)
+    client = qdrant_client(proxy.url)
     with pytest.raises(UnexpectedResponse) as refused:
         client.delete_collection(logical)
     assert refused.value.status_code == 400 and blue in refused.value.content.decode()
@@ -296,7 +300,7 @@ def test_upstream_down_gives_qdrant_shaped_502_and_recovers(tmp_path, names, pro
     try:
         make_collections(url, blue, green)
         proxy = proxy_factory(route_yaml(logical, blue, green, 50), upstream_url=url)
-        client = QdrantClient(url=proxy.url, prefer_grpc=False, headers={"x-user-id": "u1"})
+        client = qdrant_client(proxy.url, headers={"x-user-id": "u1"})
         assert client.count(logical).count == POINTS
         upstream.stop()
 
@@ -336,7 +340,7 @@ def test_embedded_upstream_starts_and_stops_with_the_proxy(tmp_path):
         upstream_options=f"data_dir: '{tmp_path / 'data'}', embedded_port: {upstream_port}",
     ).start()
     try:
-        client = QdrantClient(url=proxy.url, prefer_grpc=False)
+        client = qdrant_client(proxy.url)
         assert httpx.get(proxy.url + "/").json()["version"]
         for name in ("notes_v1", "notes_v2"):
             client.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.DOT))

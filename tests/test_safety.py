@@ -17,10 +17,10 @@ import uuid
 import aiohttp
 import httpx
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from tests.faults import clear_faults, set_fault, start_fault_proxy
-from tests.support import RunningProxy, metric_value, wait_until
+from tests.support import RunningProxy, metric_value, qdrant_client, wait_until
 from tests.test_proxy import DIM, POINTS, make_collections
 
 TOKEN = "test-admin-token"
@@ -283,7 +283,7 @@ def test_trip_during_walk_stops_it(collections, faulty_upstream, proxies):
 def test_half_populated_green_gets_no_reads_until_it_catches_up(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     upstream_url = faulty_upstream[1]
-    direct = QdrantClient(url=upstream_url, prefer_grpc=False)
+    direct = qdrant_client(upstream_url)
     direct.delete(green, points_selector=models.PointIdsList(points=list(range(POINTS // 2))), wait=True)
     preflight = f"{{max_count_drift: 0.01, expect: {{size: {DIM}, distance: Cosine}}, recheck: 300ms}}"
     proxy = proxies(route(logical, blue, green, 50, preflight=preflight))
@@ -328,7 +328,7 @@ def test_failover_hides_a_dropped_green_read(collections, faulty_upstream, proxi
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, drop=True, operations=["query", "count"])
     proxy = proxies(route(logical, blue, green, 100))
-    client = QdrantClient(url=proxy.url, prefer_grpc=False, headers={"x-user-id": "u1"})
+    client = qdrant_client(proxy.url, headers={"x-user-id": "u1"})
     points = client.query_points(logical, query=[0.5] * DIM, limit=3).points
     assert points and all(point.payload["home"] == blue for point in points)
     assert client.count(logical).count == POINTS
