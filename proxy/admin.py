@@ -60,6 +60,7 @@ def build_admin_app(state: ProxyState, metrics: Metrics, safety: "SafetyControll
         if name not in state.snapshot.table.routes:
             return _error(404, f"no route named `{name}`")
         safety.rollback(name, reason)
+        await safety.flush()  # acknowledged once it survives a restart
         return JSONResponse({"route": name, **safety.route_status(name)})
 
     async def resume(request: Request) -> Response:
@@ -70,6 +71,7 @@ def build_admin_app(state: ProxyState, metrics: Metrics, safety: "SafetyControll
         if name not in state.snapshot.table.routes:
             return _error(404, f"no route named `{name}`")
         safety.resume(name)
+        await safety.flush()  # acknowledged once it survives a restart
         return JSONResponse({"route": name, **safety.route_status(name)})
 
     return Starlette(

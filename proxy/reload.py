@@ -41,10 +41,14 @@ def read_config(path: str | Path) -> tuple[Config, str]:
 
 
 class ConfigReloader:
-    def __init__(self, state: ProxyState, metrics: Metrics, on_applied: Callable[[Snapshot, Snapshot], None] | None = None):
+    def __init__(
+        self, state: ProxyState, metrics: Metrics, on_applied: Callable[[Snapshot, Snapshot], None] | None = None,
+        ignore: Callable[[str], bool] = lambda path: False,
+    ):
         self.state = state
         self.metrics = metrics
         self.on_applied = on_applied
+        self.ignore = ignore  # files of the proxy's own beside the config (the state file)
         self._lock = asyncio.Lock()
         self._failed_hash: str | None = None
 
@@ -118,7 +122,8 @@ class ConfigReloader:
         poll = asyncio.create_task(self._poll(stop))
         try:
             async for _changes in watchfiles.awatch(
-                directory, stop_event=stop, debounce=150, step=30, recursive=False, ignore_permission_denied=True
+                directory, stop_event=stop, debounce=150, step=30, recursive=False, ignore_permission_denied=True,
+                watch_filter=lambda change, path: not self.ignore(path),
             ):
                 await self.reload("file event")
         finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -100,6 +101,16 @@ def _uvicorn_config(app, address: Address) -> uvicorn.Config:
     )
 
 
+def _freeze_start_up_objects(*servers: uvicorn.Server) -> None:
+    """Modules, the app and the first config live as long as the process; left in the collected
+    heap, every full collection walks them all and stalls the event loop (26 ms, measured under
+    reload churn). Load uvicorn's protocol modules first, so they are frozen too."""
+    for server in servers:
+        server.config.load()
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config_path: str, listen: Address | None = None, admin: Address | None = None) -> int:
     config, content_hash = read_config(config_path)
     listen = listen or Address(config.listen.host, config.listen.port)
@@ -130,10 +141,11 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     await upstream.start()
     state_file = Path(config.state_file) if config.state_file else default_state_file(config_path)
     safety = SafetyController(state, metrics, upstream.fetch_json, state_file)
-    reloader = ConfigReloader(state, metrics, on_applied=safety.on_config_applied)
+    reloader = ConfigReloader(state, metrics, on_applied=safety.on_config_applied, ignore=safety.owns_file)
 
     data_server = _Server(_uvicorn_config(ProxyApp(state, upstream, metrics, observer=safety), listen))
     admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin))
+    _freeze_start_up_objects(data_server, admin_server)
     stop = asyncio.Event()
 
     def shut_down() -> None:
@@ -160,6 +172,7 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await safety.flush()
         await upstream.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

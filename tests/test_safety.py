@@ -355,6 +355,8 @@ def test_replicas_sharing_a_state_file_agree_within_seconds(collections, proxies
     first = proxies(route(logical, blue, green, 50), name="replica-a", extra_yaml=shared)
     second = proxies(route(logical, blue, green, 50), name="replica-b", extra_yaml=shared)
     assert admin_post(first, f"/admin/routes/{logical}/rollback", body={"reason": "replica test"}).status_code == 200
+    saved = json.loads((tmp_path / "shared-state.json").read_text())  # acknowledged only once saved
+    assert saved["routes"][logical]["rolled_back"]["detail"] == "replica test"
     wait_until(lambda: second.admin_json()["routes"][logical]["state"] == "rolled_back", timeout=5)
     assert second.admin_json()["routes"][logical]["detail"] == "replica test"
     assert drive(second.url, logical, 40) == {"200/blue": 40}
