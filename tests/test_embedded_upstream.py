@@ -144,6 +144,10 @@ def test_named_vectors(client, name):
     assert ids(client.query_points(name, query=[0.1, 0.0], using="text").points) == [1, 2]
     (record,) = client.retrieve(name, [2], with_vectors=["text"])
     assert record.vector == {"text": [5.0, 5.0]}
+    client.delete_vectors(name, vectors=["text"], points=[2], wait=True)
+    client.delete_vectors(name, vectors=["image"], points=models.Filter(must=[models.HasIdCondition(has_id=[1])]), wait=True)
+    assert {r.id: r.vector for r in client.retrieve(name, [1, 2], with_vectors=True)} == {
+        1: {"text": [0.0, 0.0]}, 2: {"image": [0.0, 1.0, 0.0]}}
 
 
 # ---------------------------------------------------------------- points
@@ -277,6 +281,11 @@ def test_writes_delete_and_payload(embedded_upstream, client, name):
     assert records[6] == {"only": "this"}
     client.clear_payload(name, points_selector=[4], wait=True)
     assert client.retrieve(name, [4])[0].payload == {}
+    by_id_5 = models.Filter(must=[models.HasIdCondition(has_id=[5])])
+    client.delete_payload(name, keys=["bulk"], points=by_id_5, wait=True)
+    assert "bulk" not in client.retrieve(name, [5])[0].payload
+    client.clear_payload(name, points_selector=models.FilterSelector(filter=by_id_5), wait=True)
+    assert client.retrieve(name, [5])[0].payload == {}
 
     client.update_vectors(name, [models.PointVectors(id=3, vector=AXES[1])], wait=True)
     assert ids(client.query_points(name, query=AXES[1], limit=1).points) == [3]

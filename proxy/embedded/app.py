@@ -286,48 +286,44 @@ class EmbeddedQdrant:
         return self._write(request, operation)
 
     def delete_points(self, request: Request) -> dict:
+        update = qe.UpdateOperation
+        return self._selector_write(request, update.delete_points, update.delete_points_by_filter)
+
+    def _selector_write(self, request: Request, by_ids: Callable, by_filter: Callable) -> dict:
+        """A write whose whole body is a points selector: a list of ids or a filter."""
         selector = request.parse(_POINTS_SELECTOR)
         if isinstance(selector, models.PointIdsList):
-            operation = qe.UpdateOperation.delete_points([edge_id(i) for i in selector.points])
+            operation = by_ids([edge_id(i) for i in selector.points])
         else:
-            operation = qe.UpdateOperation.delete_points_by_filter(convert.to_filter(selector.filter))
+            operation = by_filter(convert.to_filter(selector.filter))
         return self._write(request, operation)
 
-    def _payload_write(self, request: Request, by_ids: Callable, by_filter: Callable) -> dict:
-        body = request.parse(models.SetPayload)
+    def _selected_write(self, request: Request, body, by_ids: Callable, by_filter: Callable, *args, **kwargs) -> dict:
+        """A write addressed by `points` or by `filter`, as Qdrant accepts either."""
         if body.points is not None:
-            operation = by_ids([edge_id(i) for i in body.points], body.payload, key=body.key)
+            operation = by_ids([edge_id(i) for i in body.points], *args, **kwargs)
         elif body.filter is not None:
-            operation = by_filter(convert.to_filter(body.filter), body.payload, key=body.key)
+            operation = by_filter(convert.to_filter(body.filter), *args, **kwargs)
         else:
             raise wrong_input("either `points` or `filter` is required")
         return self._write(request, operation)
 
     def set_payload(self, request: Request) -> dict:
-        update = qe.UpdateOperation
-        return self._payload_write(request, update.set_payload, update.set_payload_by_filter)
+        body, update = request.parse(models.SetPayload), qe.UpdateOperation
+        return self._selected_write(request, body, update.set_payload, update.set_payload_by_filter, body.payload, key=body.key)
 
     def overwrite_payload(self, request: Request) -> dict:
-        update = qe.UpdateOperation
-        return self._payload_write(request, update.overwrite_payload, update.overwrite_payload_by_filter)
+        body, update = request.parse(models.SetPayload), qe.UpdateOperation
+        return self._selected_write(
+            request, body, update.overwrite_payload, update.overwrite_payload_by_filter, body.payload, key=body.key)
 
     def delete_payload(self, request: Request) -> dict:
-        body = request.parse(models.DeletePayload)
-        if body.points is not None:
-            operation = qe.UpdateOperation.delete_payload([edge_id(i) for i in body.points], body.keys)
-        elif body.filter is not None:
-            operation = qe.UpdateOperation.delete_payload_by_filter(convert.to_filter(body.filter), body.keys)
-        else:
-            raise wrong_input("either `points` or `filter` is required")
-        return self._write(request, operation)
+        body, update = request.parse(models.DeletePayload), qe.UpdateOperation
+        return self._selected_write(request, body, update.delete_payload, update.delete_payload_by_filter, body.keys)
 
     def clear_payload(self, request: Request) -> dict:
-        selector = request.parse(_POINTS_SELECTOR)
-        if isinstance(selector, models.PointIdsList):
-            operation = qe.UpdateOperation.clear_payload([edge_id(i) for i in selector.points])
-        else:
-            operation = qe.UpdateOperation.clear_payload_by_filter(convert.to_filter(selector.filter))
-        return self._write(request, operation)
+        update = qe.UpdateOperation
+        return self._selector_write(request, update.clear_payload, update.clear_payload_by_filter)
 
     def update_vectors(self, request: Request) -> dict:
         body = request.parse(models.UpdateVectors)
@@ -336,14 +332,8 @@ class EmbeddedQdrant:
         return self._write(request, operation)
 
     def delete_vectors(self, request: Request) -> dict:
-        body = request.parse(models.DeleteVectors)
-        if body.points is not None:
-            operation = qe.UpdateOperation.delete_vectors([edge_id(i) for i in body.points], body.vector)
-        elif body.filter is not None:
-            operation = qe.UpdateOperation.delete_vectors_by_filter(convert.to_filter(body.filter), body.vector)
-        else:
-            raise wrong_input("either `points` or `filter` is required")
-        return self._write(request, operation)
+        body, update = request.parse(models.DeleteVectors), qe.UpdateOperation
+        return self._selected_write(request, body, update.delete_vectors, update.delete_vectors_by_filter, body.vector)
 
     # ------------------------------------------------------------ reads
 
