@@ -22,6 +22,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.process import stop_process
+
 LOGICAL, BLUE, GREEN = "articles", "articles_minilm", "articles_minilm_sq8"
 DIM = 128
 USERS = 2_000
@@ -223,14 +225,8 @@ async def _story(story: Story, workdir: Path) -> int:
         print(f"5. done: {failed} failed requests; every step applied without a restart. Stopping.", flush=True)
         return 0 if failed == 0 else 1
     finally:
-        for child in reversed(children):
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        for child in reversed(children):  # the proxy before its upstream
+            stop_process(child)
         log.close()
 
 

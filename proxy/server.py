@@ -19,6 +19,7 @@ import uvicorn
 from proxy.admin import build_admin_app
 from proxy.app import ProxyApp
 from proxy.metrics import Metrics
+from proxy.process import stop_process
 from proxy.reload import ConfigReloader, read_config
 from proxy.safety import SafetyController, default_state_file
 from proxy.state import ProxyState
@@ -69,13 +70,8 @@ class EmbeddedUpstream:
         raise RuntimeError(f"embedded upstream did not answer on {self.url} within {timeout:g}s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 def _free_port() -> int:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient
 
+from proxy.process import stop_process
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -64,15 +66,9 @@ class ServerProcess:
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        returncode = stop_process(self.process, timeout)
         self._log.close()
-        return self.process.returncode
+        return returncode
 
     def __enter__(self) -> "ServerProcess":
         return self.start()
