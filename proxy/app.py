@@ -25,6 +25,7 @@ Receive = Callable[[], Awaitable[dict]]
 _JSON = (b"content-type", b"application/json")
 _COLOUR_HEADER = b"x-bluegreen-color"
 _COLLECTION_HEADER = b"x-bluegreen-collection"
+_COLOUR_QUESTION = b"/bluegreen/routes/"  # + {route}/color: outside Qdrant's API, so never forwarded
 
 
 class Observer(Protocol):
@@ -83,6 +84,9 @@ class ProxyApp:
         located = split_collection_path(raw_path)
         route = snapshot.table.lookup(located[0]) if located else None
         if route is None:
+            if located is None and raw_path.startswith(_COLOUR_QUESTION):
+                await self._answer_colour(snapshot, method, raw_path, scope["headers"], send, started)
+                return
             operation = classify(method, located[1])[0] if located else UNROUTED_OPERATION
             series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, operation)
             outcome = await self._exchange(method, raw_path, query, headers, body, series, started)
@@ -91,9 +95,10 @@ class ProxyApp:
 
         operation, kind = classify(method, located[1])
         if kind is Kind.READ:
-            threshold = self.state.thresholds.get(route.name, route.configured_threshold)
-            colour = route.choose_colour(threshold, dict(scope["headers"]), body)
-            await self._read(route, colour, operation, method, raw_path, query, headers, body, send, started)
+            headers_by_name = dict(scope["headers"])
+            forced = route.forced_colour(headers_by_name)
+            colour = forced or route.split_colour(self._threshold(route), headers_by_name, body)
+            await self._read(route, colour, forced is not None, operation, method, raw_path, query, headers, body, send, started)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
             if policy == "both":
@@ -107,14 +112,44 @@ class ProxyApp:
         else:
             await _respond(send, 400, [_JSON], error_body(_refusal(route, operation), started))
 
-    async def _read(self, route, colour, operation, method, raw_path, query, headers, body, send, started) -> None:
+    def _threshold(self, route: CompiledRoute) -> int:
+        return self.state.thresholds.get(route.name, route.configured_threshold)
+
+    async def _read(self, route, colour, forced, operation, method, raw_path, query, headers, body, send, started) -> None:
         outcome = await self._routed(route, colour, operation, method, raw_path, query, headers, body, started)
-        if colour == GREEN and route.settings.failover and _failed(outcome):
-            # The client never sees a green failure it can be spared: answer from blue.
+        if colour == GREEN and not forced and route.settings.failover and _failed(outcome):
+            # The client never sees a green failure it can be spared: answer from blue. Never for a
+            # forced colour: its body may be made for that colour only (a new embedding model).
             self.metrics.failovers.labels(route.name).inc()
             colour = BLUE
             outcome = await self._routed(route, BLUE, operation, method, raw_path, query, headers, body, time.perf_counter())
         await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), started)
+
+    async def _answer_colour(self, snapshot, method: str, raw_path: bytes, scope_headers, send: Send, started: float) -> None:
+        """`GET /bluegreen/routes/{route}/color`: the colour the split gives this request's key now, for
+        clients that must build a colour-specific query (a new embedding model) before sending it."""
+        segment, _, rest = raw_path[len(_COLOUR_QUESTION):].partition(b"/")
+        route = snapshot.table.lookup(segment) if rest.rstrip(b"/") == b"color" else None
+        if route is None:
+            message = f"Not found: `{raw_path.decode('latin-1')}`: ask GET /bluegreen/routes/{{route}}/color for a configured route"
+            await _respond(send, 404, [_JSON], error_body(message, started))
+            return
+        if method != "GET":
+            await _respond(send, 405, [_JSON], error_body(f"Method not allowed: {method}; use GET", started))
+            return
+        headers_by_name = dict(scope_headers)
+        if route.key(headers_by_name) is None:
+            sources = ", ".join(h.decode("latin-1") for h in route.key_headers)
+            message = f"Wrong input: send the route's key ({sources}): the colour is decided per key"
+            await _respond(send, 400, [_JSON], error_body(message, started))
+            return
+        threshold = self._threshold(route)
+        colour = route.split_colour(threshold, headers_by_name, b"")
+        decision = {
+            "route": route.name, "color": colour, "collection": route.collection(colour),
+            "effective_green_percent": threshold / 100,
+        }
+        await _respond(send, 200, [_JSON, *_colour_headers(colour, route.collection(colour))], _ok_body(decision, started))
 
     async def _write_both(self, route, operation, method, raw_path, query, headers, body, send, started) -> None:
         """Sent to both at once; acknowledged only when both succeed, else the failing side's answer."""
@@ -162,6 +197,13 @@ class ProxyApp:
             series.upstream_error("5xx")
         series.observe(response.status, time.perf_counter() - started)
         return response
+
+
+def _ok_body(result, started: float) -> bytes:
+    """Qdrant's success envelope."""
+    return json.dumps(
+        {"result": result, "status": "ok", "time": round(time.perf_counter() - started, 6)}, separators=(",", ":")
+    ).encode()
 
 
 def _colour_headers(colour: str, collection: str) -> tuple[tuple[bytes, bytes], ...]:

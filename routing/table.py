@@ -52,23 +52,32 @@ class CompiledRoute:
     def segment(self, colour: str) -> bytes:
         return self.green_segment if colour == GREEN else self.blue_segment
 
-    def choose_colour(self, threshold: int, headers: dict[bytes, bytes], body: bytes) -> str:
-        """The colour for a read: override (if allowed), else the first key source present, else fallback."""
-        if self.settings.allow_override:
-            forced = _COLOUR_BYTES.get(headers.get(OVERRIDE_HEADER, b"").strip().lower())
-            if forced is not None:
-                return forced
+    def forced_colour(self, headers: dict[bytes, bytes]) -> str | None:
+        """The colour named by `x-bluegreen-color`, on a route that allows it; else None."""
+        if not self.settings.allow_override:
+            return None
+        return _COLOUR_BYTES.get(headers.get(OVERRIDE_HEADER, b"").strip().lower())
+
+    def key(self, headers: dict[bytes, bytes]) -> bytes | None:
+        """The first of the route's key sources present in the request."""
+        for header in self.key_headers:
+            value = headers.get(header)
+            if value:
+                return value
+        return None
+
+    def split_colour(self, threshold: int, headers: dict[bytes, bytes], body: bytes) -> str:
+        """The split's colour for a read: by the key's bucket, else by the route's fallback."""
         if threshold <= 0:
             return BLUE
         if threshold >= BUCKETS:
             return GREEN
-        for header in self.key_headers:
-            key = headers.get(header)
-            if key:
-                return GREEN if bucket(self.salt, key) < threshold else BLUE
-        if self.settings.fallback == "body":
-            return GREEN if bucket(self.salt, body) < threshold else BLUE
-        return GREEN if random.randrange(BUCKETS) < threshold else BLUE
+        key = self.key(headers)
+        if key is None and self.settings.fallback == "body":
+            key = body
+        if key is None:
+            return GREEN if random.randrange(BUCKETS) < threshold else BLUE
+        return GREEN if bucket(self.salt, key) < threshold else BLUE
 
 
 def quote_segment(name: str) -> str:

@@ -99,7 +99,7 @@ def test_split_within_one_and_a_half_points_over_10000_keys():
     for percent in (1, 10, 33.33, 50, 90):
         route = table_for(f"    blue: a\n    green: b\n    green_percent: {percent}").routes["weka"]
         green = sum(
-            route.choose_colour(route.configured_threshold, {b"x-user-id": f"user-{i}".encode()}, b"") == GREEN
+            route.split_colour(route.configured_threshold, {b"x-user-id": f"user-{i}".encode()}, b"") == GREEN
             for i in range(10_000)
         )
         assert abs(green / 100 - percent) <= 1.5, (percent, green)
@@ -110,7 +110,7 @@ def test_ramp_only_moves_keys_from_blue_to_green():
     keys = [{b"x-user-id": f"user-{i}".encode()} for i in range(10_000)]
     previous = None
     for percent in (0, 1, 10, 50, 99.99, 100):
-        now = {i for i, h in enumerate(keys) if route.choose_colour(threshold_for(percent), h, b"") == GREEN}
+        now = {i for i, h in enumerate(keys) if route.split_colour(threshold_for(percent), h, b"") == GREEN}
         if previous is not None:
             assert previous <= now, f"a key moved green -> blue at {percent}%"
         previous = now
@@ -122,19 +122,19 @@ def test_first_present_key_source_wins_then_fallback():
         "    blue: a\n    green: b\n    green_percent: 50\n    key: [header:X-User-Id, header:x-session-id]\n    fallback: body"
     ).routes["weka"]
     threshold = route.configured_threshold
-    by_user = route.choose_colour(threshold, {b"x-user-id": b"u7", b"x-session-id": b"s1"}, b"")
+    by_user = route.split_colour(threshold, {b"x-user-id": b"u7", b"x-session-id": b"s1"}, b"")
     assert by_user == (GREEN if bucket(b"weka", b"u7") < threshold else BLUE)
-    by_session = route.choose_colour(threshold, {b"x-session-id": b"s1"}, b"")
+    by_session = route.split_colour(threshold, {b"x-session-id": b"s1"}, b"")
     assert by_session == (GREEN if bucket(b"weka", b"s1") < threshold else BLUE)
     body = b'{"query":[0.1,0.2],"limit":3}'
-    assert {route.choose_colour(threshold, {}, body) for _ in range(50)} == {
+    assert {route.split_colour(threshold, {}, body) for _ in range(50)} == {
         GREEN if bucket(b"weka", body) < threshold else BLUE
     }
 
 
 def test_random_fallback_splits_per_request():
     route = table_for("    blue: a\n    green: b\n    green_percent: 30").routes["weka"]
-    green = sum(route.choose_colour(route.configured_threshold, {}, b"") == GREEN for _ in range(10_000))
+    green = sum(route.split_colour(route.configured_threshold, {}, b"") == GREEN for _ in range(10_000))
     assert 2500 < green < 3500
 
 
@@ -142,7 +142,7 @@ def test_salt_changes_the_assignment():
     a = table_for("    blue: a\n    green: b\n    green_percent: 50\n    salt: one").routes["weka"]
     b = table_for("    blue: a\n    green: b\n    green_percent: 50\n    salt: two").routes["weka"]
     keys = [{b"x-user-id": str(i).encode()} for i in range(1000)]
-    differ = sum(a.choose_colour(5000, k, b"") != b.choose_colour(5000, k, b"") for k in keys)
+    differ = sum(a.split_colour(5000, k, b"") != b.split_colour(5000, k, b"") for k in keys)
     assert 350 < differ < 650
 
 
@@ -150,9 +150,10 @@ def test_override_header_only_where_allowed():
     locked = table_for("    blue: a\n    green: b\n    green_percent: 0").routes["weka"]
     open_ = table_for("    blue: a\n    green: b\n    green_percent: 0\n    allow_override: true").routes["weka"]
     headers = {b"x-bluegreen-color": b"green"}
-    assert locked.choose_colour(0, headers, b"") == BLUE
-    assert open_.choose_colour(0, headers, b"") == GREEN
-    assert open_.choose_colour(10_000, {b"x-bluegreen-color": b"Blue"}, b"") == BLUE
+    assert locked.forced_colour(headers) is None
+    assert open_.forced_colour(headers) == GREEN
+    assert open_.forced_colour({b"x-bluegreen-color": b"Blue"}) == BLUE
+    assert open_.forced_colour({b"x-bluegreen-color": b"purple"}) is None and open_.forced_colour({}) is None
 
 
 # ---------------------------------------------------------------- paths and operations

@@ -362,3 +362,58 @@ def test_replicas_sharing_a_state_file_agree_within_seconds(collections, proxies
     assert drive(second.url, logical, 40) == {"200/blue": 40}
     admin_post(second, f"/admin/routes/{logical}/resume")
     wait_until(lambda: first.admin_json()["routes"][logical]["state"] == "active", timeout=5)
+
+
+# ---------------------------------------------------------------- a new embedding model
+
+
+def test_new_embedding_model_clients_ask_the_colour_then_send_it(collections, faulty_upstream, proxies):
+    """Green holds a new model's vectors (another dimension): a client asks the proxy which colour its
+    key gets, embeds with that colour's model, and sends the query with the colour it embedded for."""
+    logical, blue, _ = collections
+    fault_url, upstream_url = faulty_upstream
+    wide, wide_dim = f"{blue}_wide", DIM + 4
+    direct = qdrant_client(upstream_url)
+    direct.create_collection(wide, vectors_config=models.VectorParams(size=wide_dim, distance=models.Distance.COSINE))
+    direct.upsert(wide, [models.PointStruct(id=i, vector=[1.0] * wide_dim, payload={"home": wide})
+                         for i in range(POINTS)], wait=True)
+    proxy = proxies(route(logical, blue, wide, 50, allow_override="true"))
+    ask = f"{proxy.url}/bluegreen/routes/{logical}/color"
+
+    served = {}
+    for user in (f"user-{i}" for i in range(40)):
+        answer = httpx.get(ask, headers={"x-user-id": user})
+        assert answer.status_code == 200 and answer.json()["status"] == "ok"
+        decision = answer.json()["result"]
+        assert decision["collection"] == (wide if decision["color"] == "green" else blue)
+        assert decision["effective_green_percent"] == 50
+        unforced = httpx.post(f"{proxy.url}/collections/{logical}/points/count", json={}, headers={"x-user-id": user})
+        assert unforced.headers["x-bluegreen-color"] == decision["color"]  # the same split
+        vector = [0.5] * (wide_dim if decision["color"] == "green" else DIM)  # "embed" for that colour
+        query = httpx.post(f"{proxy.url}/collections/{logical}/points/query", json={"query": vector, "limit": 2, "with_payload": True},
+                           headers={"x-user-id": user, "x-bluegreen-color": decision["color"]})
+        assert query.status_code == 200, query.text
+        assert {p["payload"]["home"] for p in query.json()["result"]["points"]} == {decision["collection"]}
+        served[user] = decision["color"]
+    assert set(served.values()) == {"blue", "green"}
+
+    # A forced colour is never failed over: the other colour's vectors are another model's.
+    green_user = next(user for user, colour in served.items() if colour == "green")
+    set_fault(fault_url, wide, status=503, operations=["query"])
+    failing = httpx.post(f"{proxy.url}/collections/{logical}/points/query", json={"query": [0.5] * wide_dim},
+                         headers={"x-user-id": green_user, "x-bluegreen-color": "green"})
+    assert failing.status_code == 503 and failing.headers["x-bluegreen-color"] == "green"
+    assert metric_value(proxy.metrics_text(), "bluegreen_failovers_total", route=logical) == 0
+    clear_faults(fault_url, wide)
+
+    assert admin_post(proxy, f"/admin/routes/{logical}/rollback", body={"reason": "recall"}).status_code == 200
+    decision = httpx.get(ask, headers={"x-user-id": green_user}).json()["result"]
+    assert (decision["color"], decision["collection"], decision["effective_green_percent"]) == ("blue", blue, 0)
+
+    no_key = httpx.get(ask)
+    assert no_key.status_code == 400 and "x-user-id" in no_key.json()["status"]["error"]
+    unknown = httpx.get(f"{proxy.url}/bluegreen/routes/nope/color", headers={"x-user-id": "u"})
+    assert unknown.status_code == 404 and "/bluegreen/routes/{route}/color" in unknown.json()["status"]["error"]
+    assert httpx.post(ask, headers={"x-user-id": "u"}).status_code == 405
+    direct.delete_collection(wide)
+    direct.close()
