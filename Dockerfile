@@ -16,6 +16,9 @@ COPY --from=build /install /usr/local
 COPY config /etc/bluegreen
 USER bluegreen
 WORKDIR /var/lib/bluegreen
+# The shipped configs read it (`state_file: ${BLUEGREEN_STATE_FILE:-}`): a mounted config directory
+# may be read-only. Mount a volume here to keep rollbacks across container restarts.
+ENV BLUEGREEN_STATE_FILE=/var/lib/bluegreen/bluegreen.state.json
 EXPOSE 6333 9901
 # The admin listener answers /healthz; with admin.host 127.0.0.1 (the default) this probe still reaches it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \

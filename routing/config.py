@@ -233,6 +233,11 @@ class Config(_Strict):
     state_file: str | None = None  # rollout state; default: beside the config file
     routes: dict[str, Route] = Field(default_factory=dict)
 
+    @field_validator("state_file")
+    @classmethod
+    def _empty_state_file_is_default(cls, value: str | None) -> str | None:
+        return value or None  # `${BLUEGREEN_STATE_FILE:-}` unset: beside the config
+
     @field_validator("routes")
     @classmethod
     def _route_names(cls, routes: dict[str, Route]) -> dict[str, Route]:

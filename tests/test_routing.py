@@ -68,6 +68,10 @@ def test_environment_references_expand_with_defaults():
     with pytest.raises(ConfigError, match="admin.token: environment variable TOKEN is not set"):
         parse_config(text, environ={})
 
+    state_file = "state_file: '${BLUEGREEN_STATE_FILE:-}'"  # as the shipped examples and the image set it
+    assert parse_config(state_file, environ={}).state_file is None  # unset: beside the config
+    assert parse_config(state_file, environ={"BLUEGREEN_STATE_FILE": "/var/lib/s.json"}).state_file == "/var/lib/s.json"
+
 
 def test_durations_and_defaults():
     config = parse_config(
