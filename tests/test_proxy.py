@@ -18,7 +18,7 @@ from qdrant_client import models
 from qdrant_client.common.version_check import get_server_version, is_compatible
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from tests.support import RunningProxy, free_port, metric_value, qdrant_client, start_embedded_upstream, wait_until
+from tests.support import REPO_ROOT, RunningProxy, free_port, metric_value, qdrant_client, start_embedded_upstream, wait_until
 
 DIM = 8
 POINTS = 40
@@ -331,6 +331,17 @@ def test_invalid_config_stops_the_start_with_the_field_named(tmp_path):
         [sys.executable, "-m", "proxy.cli", "check", "--config", str(config)], capture_output=True, text=True, timeout=30
     )
     assert check.returncode == 2 and "routes.docs.green_percent: must be <= 100" in check.stderr
+
+
+def test_check_prints_the_route_table_with_each_routes_safety():
+    check = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "check", "--config", "config/rollout.yaml"],
+        capture_output=True, text=True, timeout=30, cwd=REPO_ROOT,
+    )
+    assert check.returncode == 0 and check.stdout.startswith("config/rollout.yaml: valid")
+    row = next(line.split() for line in check.stdout.splitlines() if line.startswith("weka_sections "))
+    assert row == ["weka_sections", "weka_sections", "weka_sections_jina", "10", "blue", "body",
+                   "preflight,guard,rollout,failover", "header:x-user-id"]
 
 
 def test_embedded_upstream_starts_and_stops_with_the_proxy(tmp_path):
