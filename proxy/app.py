@@ -13,7 +13,8 @@ from typing import Awaitable, Callable, Protocol
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
 from proxy.state import ProxyState
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
-from routing.operations import UNROUTED_OPERATION, Kind, classify
+from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify
+from routing.results import readable_accept_encoding
 from routing.rewrite import rewrite_body_collections
 from routing.table import BLUE, GREEN, CompiledRoute, rewrite_path, split_collection_path
 
@@ -29,11 +30,10 @@ _COLOUR_QUESTION = b"/bluegreen/routes/"  # + {route}/color: outside Qdrant's AP
 
 
 class Observer(Protocol):
-    """Sees every routed upstream exchange (the rollout guard listens here)."""
+    """Sees every routed upstream exchange (the rollout guard listens here); `response` is None when
+    none came."""
 
-    def observe(
-        self, route: str, colour: str, operation: str, status: int | None, seconds: float, body: bytes
-    ) -> None: ...
+    def observe(self, route: str, colour: str, operation: str, response: UpstreamResponse | None, seconds: float) -> None: ...
 
 
 class BodyTooLarge(Exception):
@@ -95,6 +95,8 @@ class ProxyApp:
 
         operation, kind = classify(method, located[1])
         if kind is Kind.READ:
+            if route.settings.guard is not None and operation in SEARCH_OPERATIONS:
+                headers = _readable_by_the_guard(headers)
             headers_by_name = dict(scope["headers"])
             forced = route.forced_colour(headers_by_name)
             colour = forced or route.split_colour(self._threshold(route), headers_by_name, body)
@@ -179,10 +181,7 @@ class ProxyApp:
         series = self.metrics.series(route.name, colour, collection, operation)
         outcome = await self._exchange(method, path, query, headers, rewritten or body, series, started)
         seconds = time.perf_counter() - started
-        if isinstance(outcome, UpstreamFailure):
-            self.observer.observe(route.name, colour, operation, None, seconds, b"")
-        else:
-            self.observer.observe(route.name, colour, operation, outcome.status, seconds, outcome.body)
+        self.observer.observe(route.name, colour, operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
         return outcome
 
     async def _exchange(self, method, path, query, headers, body, series, started) -> UpstreamResponse | UpstreamFailure:
@@ -197,6 +196,19 @@ class ProxyApp:
             series.upstream_error("5xx")
         series.observe(response.status, time.perf_counter() - started)
         return response
+
+
+def _readable_by_the_guard(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The guard reads search results: ask the upstream only for codings it can decode (gzip and
+    deflate, not br or zstd); the client gets one of the codings it accepted either way."""
+    narrowed = []
+    for name, value in headers:
+        if name == b"accept-encoding":
+            value = readable_accept_encoding(value)
+            if value is None:
+                continue
+        narrowed.append((name, value))
+    return narrowed
 
 
 def _ok_body(result, started: float) -> bytes:

@@ -18,9 +18,10 @@ from typing import Awaitable, Callable
 
 from proxy.metrics import Metrics
 from proxy.state import ProxyState, Snapshot
+from proxy.upstream import UpstreamResponse
 from routing.config import Preflight, Route
 from routing.guard import RouteGuard
-from routing.operations import READ_OPERATIONS
+from routing.operations import READ_OPERATIONS, SEARCH_OPERATIONS
 from routing.preflight import PreflightResult, evaluate_preflight
 from routing.results import is_empty_result
 from routing.rollout import STATES, Event, RouteRollout
@@ -89,12 +90,14 @@ class SafetyController:
 
     # ------------------------------------------------------------ hot path
 
-    def observe(self, route: str, colour: str, operation: str, status: int | None, seconds: float, body: bytes) -> None:
+    def observe(self, route: str, colour: str, operation: str, response: UpstreamResponse | None, seconds: float) -> None:
         guard = self._guards.get(route)
         if guard is None or operation not in READ_OPERATIONS:
             return
-        failed = status is None or status >= 500
-        empty = is_empty_result(operation, body) if status is not None and 200 <= status < 300 else None
+        failed = response is None or response.status >= 500
+        empty = None
+        if operation in SEARCH_OPERATIONS and response is not None and 200 <= response.status < 300:
+            empty = is_empty_result(operation, response.body, response.header(b"content-encoding"))
         guard.record(colour, seconds, failed, empty, self.clock())
 
     # ------------------------------------------------------------ inputs

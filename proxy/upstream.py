@@ -38,6 +38,13 @@ class UpstreamResponse:
     headers: list[tuple[bytes, bytes]]  # hop-by-hop and content-length removed
     body: bytes
 
+    def header(self, name: bytes) -> bytes | None:
+        """A header's value by lower-case name (upstreams choose their own case)."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
 
 class UpstreamFailure(Exception):
     """No response came. `kind` is a metric label: `timeout` or `connect`."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import random
 import sys
@@ -136,7 +137,11 @@ class FaultProxy:
         if fault.status is not None:
             return web.Response(status=fault.status, body=INJECTED_ERROR, content_type="application/json")
         if fault.empty and operation in SEARCH_OPERATIONS:
-            return emptied(await self.forward(request, body, identity=True), operation)
+            response = emptied(await self.forward(request, body, identity=True), operation)
+            if "gzip" in request.headers.get("Accept-Encoding", ""):  # compressed again, as Qdrant would
+                response.body = gzip.compress(response.body)
+                response.headers["Content-Encoding"] = "gzip"
+            return response
         return await self.forward(request, body)
 
     async def forward(self, request: web.Request, body: bytes, identity: bool = False) -> web.Response:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import importlib.metadata
 import json
 import signal
@@ -86,6 +87,19 @@ def test_success_envelope_is_compact(embedded_upstream, client, name):
     assert search.content.startswith(b'{"result":[],"status":"ok","time":')
     query = raw(embedded_upstream, "POST", f"/collections/{name}/points/query", {"query": AXES[1], "filter": far_away})
     assert query.content.startswith(b'{"result":{"points":[]},"status":"ok","time":')
+
+
+def test_answers_are_gzip_compressed_for_clients_that_accept_it(embedded_upstream):
+    """As Qdrant's REST server (actix's Compress middleware) does: the proxy must cope with it."""
+    for accept, compressed in (("gzip, deflate, br", True), ("br;q=1, gzip;q=0.5", True), ("gzip;q=0", False),
+                               ("identity", False), ("gzip;q=zero", False)):
+        response = httpx.get(embedded_upstream + "/collections", headers={"Accept-Encoding": accept})
+        assert response.status_code == 200 and response.json()["status"] == "ok"  # httpx decodes it
+        assert (response.headers.get("content-encoding") == "gzip") is compressed, accept
+    with httpx.stream("GET", embedded_upstream + "/collections", headers={"Accept-Encoding": "gzip"}) as response:
+        wire = b"".join(response.iter_raw())
+    assert gzip.decompress(wire).startswith(b'{"result":')
+    assert httpx.get(embedded_upstream + "/").headers.get("content-encoding") == "gzip"  # httpx sends gzip by default
 
 
 # ---------------------------------------------------------------- collections

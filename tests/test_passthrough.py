@@ -25,6 +25,11 @@ ROUTES = """\
     blue: 'my coll'
     green: 'my coll v2'
     green_percent: 100
+  guarded:
+    blue: guarded_v1
+    green: guarded_v2
+    green_percent: 50
+    guard: {}
 """
 
 
@@ -203,3 +208,20 @@ def test_expect_100_continue_is_answered_by_the_proxy_not_forwarded(echo_proxy):
     assert response.status_code == 200
     echoed = sent(response)
     assert echoed["body"] == body and "expect" not in echoed["header_names"]
+
+
+def test_guarded_search_asks_only_for_codings_the_guard_can_read(echo_proxy):
+    """Qdrant compresses for clients that accept it; the guard decodes gzip and deflate, not br or zstd."""
+    accept = "br, gzip;q=0.9, zstd, deflate;q=0.5"
+    guarded = sent(httpx.post(echo_proxy.url + "/collections/guarded/points/query", content=b"{}",
+                              headers={"x-user-id": "u1", "Accept-Encoding": accept}))
+    assert header(guarded, "accept-encoding") == "gzip;q=0.9, deflate;q=0.5"
+    brotli_only = sent(httpx.post(echo_proxy.url + "/collections/guarded/points/query", content=b"{}",
+                                  headers={"x-user-id": "u1", "Accept-Encoding": "br"}))
+    assert "accept-encoding" not in brotli_only["header_names"]  # the answer comes uncompressed
+    scroll = sent(httpx.post(echo_proxy.url + "/collections/guarded/points/scroll", content=b"{}",
+                             headers={"Accept-Encoding": accept}))
+    assert header(scroll, "accept-encoding") == accept  # not a search: the guard does not read it
+    unguarded = sent(httpx.post(echo_proxy.url + "/collections/docs/points/query", content=b"{}",
+                                headers={"x-user-id": "u1", "Accept-Encoding": accept}))
+    assert header(unguarded, "accept-encoding") == accept

@@ -1,12 +1,14 @@
 """Empty-result detection on Qdrant's own response shapes, compact and otherwise."""
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 
 import pytest
 
 from routing.operations import SEARCH_OPERATIONS
-from routing.results import is_empty_result
+from routing.results import is_empty_result, readable_accept_encoding
 
 POINT = {"id": 7, "version": 3, "score": 0.83, "payload": None}
 GROUP = {"id": "g1", "hits": [POINT]}
@@ -75,3 +77,37 @@ def test_every_search_operation_is_judged():
 )
 def test_bodies_not_understood_are_not_judged(operation, body):
     assert is_empty_result(operation, body) is None
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"x-gzip", b"deflate", b"deflate-raw", b"identity", None])
+@pytest.mark.parametrize("result, empty", [({"points": []}, True), ({"points": [POINT]}, False)])
+def test_compressed_results_are_decoded(coding, result, empty):
+    """Qdrant compresses answers for clients that accept it (actix's Compress middleware)."""
+    body = compact(result)
+    if coding in (b"gzip", b"x-gzip"):
+        body = gzip.compress(body)
+    elif coding == b"deflate":
+        body = zlib.compress(body)
+    elif coding == b"deflate-raw":  # raw deflate, as some servers send it under `deflate`
+        compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        body, coding = compressor.compress(body) + compressor.flush(), b"deflate"
+    assert is_empty_result("query", body, coding) is empty
+
+
+def test_unreadable_codings_and_corrupt_bodies_are_not_judged():
+    assert is_empty_result("query", compact({"points": []}), b"br") is None
+    assert is_empty_result("query", b"\x1f\x8b not really gzip", b"gzip") is None
+
+
+@pytest.mark.parametrize(
+    "sent, forwarded",
+    [
+        (b"gzip, deflate, br, zstd", b"gzip, deflate"),  # qdrant-client with brotli and zstandard installed
+        (b"br;q=1.0, gzip;q=0.8, *;q=0.1", b"gzip;q=0.8"),
+        (b"GZip", b"GZip"),
+        (b"br, zstd", None),
+        (b"identity", b"identity"),
+    ],
+)
+def test_accept_encoding_is_narrowed_to_readable_codings(sent, forwarded):
+    assert readable_accept_encoding(sent) == forwarded

@@ -6,6 +6,7 @@ development upstream; a search on 10,000 points takes well under a millisecond.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import time
@@ -170,11 +171,12 @@ class EmbeddedQdrant:
         query = parse_qs(scope["query_string"].decode("latin-1"))
         request = Request(scope["method"], scope["path"], query, b"".join(chunks))
         status, content_type, body = self.handle(request, _path_segments(scope), started)
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-        })
+        headers = [(b"content-type", content_type)]
+        if _accepts_gzip(scope["headers"]):  # as Qdrant's REST server compresses for clients that accept it
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+            headers += [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def handle(self, request: Request, segments: list[str], started: float) -> tuple[int, bytes, bytes]:
@@ -409,6 +411,24 @@ class EmbeddedQdrant:
             filter=convert.to_filter(body.filter),
         ))
         return {"hits": [{"value": hit.value, "count": hit.count} for hit in response.hits]}
+
+
+def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Accept-Encoding names gzip with a non-zero quality (gzip is the one coding served here)."""
+    for name, value in headers:
+        if name != b"accept-encoding":
+            continue
+        for token in value.split(b","):
+            coding, _, params = token.partition(b";")
+            if coding.strip().lower() in (b"gzip", b"x-gzip"):
+                quality = params.strip().lower()
+                if not quality.startswith(b"q="):
+                    return True
+                try:
+                    return float(quality[2:]) > 0
+                except ValueError:  # a malformed quality: not an acceptance
+                    return False
+    return False
 
 
 def create_app(data_dir: str | Path) -> EmbeddedQdrant:
