@@ -147,11 +147,9 @@ class ProxyApp:
             return
         threshold = self._threshold(route)
         colour = route.split_colour(threshold, headers_by_name, b"")
-        decision = {
-            "route": route.name, "color": colour, "collection": route.collection(colour),
-            "effective_green_percent": threshold / 100,
-        }
-        await _respond(send, 200, [_JSON, *_colour_headers(colour, route.collection(colour))], _ok_body(decision, started))
+        collection = route.collection(colour)
+        decision = {"route": route.name, "color": colour, "collection": collection, "effective_green_percent": threshold / 100}
+        await _respond(send, 200, [_JSON, *_colour_headers(colour, collection)], _ok_body(decision, started))
 
     async def _write_both(self, route, operation, method, raw_path, query, headers, body, send, started) -> None:
         """Sent to both at once; acknowledged only when both succeed, else the failing side's answer."""

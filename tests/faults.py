@@ -32,6 +32,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from proxy.embedded.app import accepts_gzip
 from routing.operations import OPERATIONS, SEARCH_OPERATIONS, classify
 from routing.table import split_collection_path
 from tests.support import ServerProcess, free_port
@@ -138,7 +139,7 @@ class FaultProxy:
             return web.Response(status=fault.status, body=INJECTED_ERROR, content_type="application/json")
         if fault.empty and operation in SEARCH_OPERATIONS:
             response = emptied(await self.forward(request, body, identity=True), operation)
-            if "gzip" in request.headers.get("Accept-Encoding", ""):  # compressed again, as Qdrant would
+            if accepts_gzip(request.headers.get("Accept-Encoding", "").encode("latin-1")):  # as Qdrant would
                 response.body = gzip.compress(response.body)
                 response.headers["Content-Encoding"] = "gzip"
             return response

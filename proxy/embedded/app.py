@@ -172,7 +172,8 @@ class EmbeddedQdrant:
         request = Request(scope["method"], scope["path"], query, b"".join(chunks))
         status, content_type, body = self.handle(request, _path_segments(scope), started)
         headers = [(b"content-type", content_type)]
-        if _accepts_gzip(scope["headers"]):  # as Qdrant's REST server compresses for clients that accept it
+        accept_encoding = next((value for name, value in scope["headers"] if name == b"accept-encoding"), b"")
+        if accepts_gzip(accept_encoding):  # as Qdrant's REST server compresses for clients that accept it
             body = gzip.compress(body, compresslevel=6, mtime=0)
             headers += [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
         headers.append((b"content-length", str(len(body)).encode()))
@@ -413,21 +414,18 @@ class EmbeddedQdrant:
         return {"hits": [{"value": hit.value, "count": hit.count} for hit in response.hits]}
 
 
-def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Accept-Encoding names gzip with a non-zero quality (gzip is the one coding served here)."""
-    for name, value in headers:
-        if name != b"accept-encoding":
-            continue
-        for token in value.split(b","):
-            coding, _, params = token.partition(b";")
-            if coding.strip().lower() in (b"gzip", b"x-gzip"):
-                quality = params.strip().lower()
-                if not quality.startswith(b"q="):
-                    return True
-                try:
-                    return float(quality[2:]) > 0
-                except ValueError:  # a malformed quality: not an acceptance
-                    return False
+def accepts_gzip(accept_encoding: bytes) -> bool:
+    """An Accept-Encoding value names gzip with a non-zero quality (gzip is the one coding served here)."""
+    for token in accept_encoding.split(b","):
+        coding, _, params = token.partition(b";")
+        if coding.strip().lower() in (b"gzip", b"x-gzip"):
+            quality = params.strip().lower()
+            if not quality.startswith(b"q="):
+                return True
+            try:
+                return float(quality[2:]) > 0
+            except ValueError:  # a malformed quality: not an acceptance
+                return False
     return False
 
 
