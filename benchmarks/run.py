@@ -77,8 +77,8 @@ def missing_prerequisites() -> list[str]:
         missing.append("wrk (closed-loop load generator): apt-get install wrk")
     if nginx.find_nginx() is None:
         missing.append("nginx (fixed-response upstream and the split it is compared with): apt-get install nginx")
-    if not _runnable_module("proxy.embedded"):
-        missing.append("proxy.embedded (the embedded upstream, `python -m proxy.embedded`): part of this repository; update your checkout")
+    if not _runnable_module("bluegreen_dev.embedded"):
+        missing.append("bluegreen_dev.embedded (the embedded upstream, `python -m bluegreen_dev.embedded`): part of this repository; update your checkout")
     return missing
 
 

@@ -52,11 +52,11 @@ def start_fixed_upstream(children: Children, workdir: Path) -> Endpoint:
 
 
 def start_embedded_upstream(children: Children, workdir: Path, points: int) -> Endpoint:
-    """`python -m proxy.embedded` with `points` 384-dim points in both the blue and green collection."""
+    """`python -m bluegreen_dev.embedded` with `points` 384-dim points in both the blue and green collection."""
     port = free_port()
     data = workdir / "embedded-data"
     data.mkdir()
-    args = [sys.executable, "-m", "proxy.embedded", "--data", str(data), "--host", LOOPBACK, "--port", str(port)]
+    args = [sys.executable, "-m", "bluegreen_dev.embedded", "--data", str(data), "--host", LOOPBACK, "--port", str(port)]
     child = children.start("upstream-embedded", args, ready_url=f"http://{LOOPBACK}:{port}/")
     endpoint = Endpoint("direct", child, port, search_path(BLUE))
     for collection in (BLUE, GREEN):

@@ -30,7 +30,7 @@ def _configure_logging(level: str) -> None:
 def cmd_serve(args) -> int:
     import uvloop
 
-    from proxy.server import serve
+    from proxy.server import EmbeddedUpstreamError, serve
 
     _configure_logging(args.log_level)
     try:
@@ -38,6 +38,9 @@ def cmd_serve(args) -> int:
     except ConfigError as exc:
         print(f"bluegreen-proxy: invalid config {args.config}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
+    except EmbeddedUpstreamError as exc:
+        print(f"bluegreen-proxy: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _load_config(path: str):
@@ -205,16 +208,31 @@ def cmd_preflight(args) -> int:
         return EXIT_FAILED
 
 
-def cmd_upstream(args) -> int:
-    from proxy import embedded
+DEV_EXTRA_HINT = 'the development tools need the demo extra: pip install "bluegreen-proxy[demo]"'
 
-    argv = ["--data", args.data, "--host", args.host, "--port", str(args.port)]
-    return embedded.main(argv)
+
+def _dev_tool(name: str):
+    """A module of bluegreen_dev, or None after saying which extra brings its dependencies."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"bluegreen_dev.{name}")
+    except ImportError as exc:
+        print(f"bluegreen-proxy: {exc}; {DEV_EXTRA_HINT}", file=sys.stderr)
+        return None
+
+
+def cmd_upstream(args) -> int:
+    embedded = _dev_tool("embedded")
+    if embedded is None:
+        return EXIT_USAGE
+    return embedded.main(["--data", args.data, "--host", args.host, "--port", str(args.port)])
 
 
 def cmd_demo(args) -> int:
-    from proxy import demo
-
+    demo = _dev_tool("demo")
+    if demo is None:
+        return EXIT_USAGE
     return demo.run(quick=args.quick)
 
 

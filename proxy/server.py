@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import logging
 import signal
 import socket
@@ -43,6 +44,10 @@ class _Server(uvicorn.Server):
         yield
 
 
+class EmbeddedUpstreamError(RuntimeError):
+    """`upstream.url: embedded` could not start its child process."""
+
+
 class EmbeddedUpstream:
     """`upstream.url: embedded`: the qdrant-edge upstream as a child process, stopped with the proxy."""
 
@@ -53,21 +58,23 @@ class EmbeddedUpstream:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> None:
+        if importlib.util.find_spec("qdrant_edge") is None:
+            raise EmbeddedUpstreamError('upstream.url: embedded needs the demo extra: pip install "bluegreen-proxy[demo]"')
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "proxy.embedded", "--data", self.data_dir, "--host", "127.0.0.1", "--port", str(self.port)]
+            [sys.executable, "-m", "bluegreen_dev.embedded", "--data", self.data_dir, "--host", "127.0.0.1", "--port", str(self.port)]
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"embedded upstream exited with {self.process.returncode}")
+                raise EmbeddedUpstreamError(f"embedded upstream exited with {self.process.returncode}")
             try:
                 with urllib.request.urlopen(self.url + "/", timeout=1):
                     return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"embedded upstream did not answer on {self.url} within {timeout:g}s")
+        raise EmbeddedUpstreamError(f"embedded upstream did not answer on {self.url} within {timeout:g}s")
 
     def stop(self) -> None:
         if self.process is not None:

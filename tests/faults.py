@@ -32,7 +32,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from proxy.embedded.app import accepts_gzip
+from bluegreen_dev.embedded.app import accepts_gzip
 from routing.operations import OPERATIONS, SEARCH_OPERATIONS, classify
 from routing.table import split_collection_path
 from tests.support import ServerProcess, free_port

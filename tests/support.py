@@ -81,7 +81,7 @@ def start_embedded_upstream(data_dir: Path, log_dir: Path, port: int | None = No
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     server = ServerProcess(
-        [sys.executable, "-m", "proxy.embedded", "--data", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "bluegreen_dev.embedded", "--data", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
         ready_url=url + "/",
         log_path=log_dir / f"upstream-{port}.log",
     )

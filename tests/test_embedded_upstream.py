@@ -14,7 +14,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.common.version_check import is_compatible
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from proxy.embedded import create_app
+from bluegreen_dev.embedded import create_app
 from tests.support import qdrant_client, start_embedded_upstream
 
 DIM = 4

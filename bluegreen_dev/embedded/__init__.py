@@ -4,21 +4,21 @@ One EdgeShard per collection under a data directory, aliases in a JSON file besi
 qdrant-client (REST) works against it unchanged; the proxy's tests, benchmarks and demo use it where
 no Qdrant server can run. Production points the proxy at a real Qdrant.
 
-    python -m proxy.embedded --data DIR [--host 127.0.0.1] [--port 6334]
+    python -m bluegreen_dev.embedded --data DIR [--host 127.0.0.1] [--port 6334]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from proxy.embedded.app import QDRANT_VERSION, EmbeddedQdrant, create_app
+from bluegreen_dev.embedded.app import QDRANT_VERSION, EmbeddedQdrant, create_app
 
 __all__ = ["QDRANT_VERSION", "EmbeddedQdrant", "create_app", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m proxy.embedded", description="Qdrant-REST-compatible development upstream on qdrant-edge.",
+        prog="python -m bluegreen_dev.embedded", description="Qdrant-REST-compatible development upstream on qdrant-edge.",
     )
     parser.add_argument("--data", required=True, help="data directory (one shard per collection)")
     parser.add_argument("--host", default="127.0.0.1")

@@ -20,8 +20,8 @@ from typing import Any
 import qdrant_edge as qe
 from qdrant_client.http import models
 
-from proxy.embedded.convert import PointId, edge_config, effective_hnsw
-from proxy.embedded.errors import ApiError, collection_not_found, not_found, wrong_input
+from bluegreen_dev.embedded.convert import PointId, edge_config, effective_hnsw
+from bluegreen_dev.embedded.errors import ApiError, collection_not_found, not_found, wrong_input
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import qdrant_edge as qe
 from pydantic import BaseModel
 from qdrant_client.http import models
 
-from proxy.embedded.errors import ApiError, unsupported, wrong_input
+from bluegreen_dev.embedded.errors import ApiError, unsupported, wrong_input
 
 DEFAULT_LIMIT = 10  # Qdrant's default for query, scroll and prefetch
 DEFAULT_RRF_K = 2  # Qdrant's default for `{"fusion": "rrf"}`

@@ -195,7 +195,7 @@ async def _story(story: Story, workdir: Path) -> int:
     try:
         print(f"1. starting the embedded qdrant-edge upstream on {upstream_url}", flush=True)
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "proxy.embedded", "--data", str(workdir / "data"), "--port", str(upstream_port)],
+            [sys.executable, "-m", "bluegreen_dev.embedded", "--data", str(workdir / "data"), "--port", str(upstream_port)],
             stdout=log, stderr=subprocess.STDOUT,
         ))
         await asyncio.to_thread(_wait_http, upstream_url + "/", children[-1])

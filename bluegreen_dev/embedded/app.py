@@ -19,10 +19,10 @@ import qdrant_edge as qe
 from pydantic import TypeAdapter, ValidationError
 from qdrant_client.http import models
 
-from proxy.embedded import convert
-from proxy.embedded.convert import edge_id, id_json, record_json, scored_point_json
-from proxy.embedded.errors import ApiError, from_edge, not_found, unsupported, wrong_input
-from proxy.embedded.store import Collection, Store
+from bluegreen_dev.embedded import convert
+from bluegreen_dev.embedded.convert import edge_id, id_json, record_json, scored_point_json
+from bluegreen_dev.embedded.errors import ApiError, from_edge, not_found, unsupported, wrong_input
+from bluegreen_dev.embedded.store import Collection, Store
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,3 @@
+from bluegreen_dev.embedded import main
+
+raise SystemExit(main())

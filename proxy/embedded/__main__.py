@@ -1,3 +1,0 @@
-from proxy.embedded import main
-
-raise SystemExit(main())
