@@ -8,10 +8,11 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
-from proxy.state import ProxyState
+from proxy.state import ProxyState, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
 from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify
 from routing.results import readable_accept_encoding
@@ -51,6 +52,22 @@ def error_body(message: str, started: float) -> bytes:
     ).encode()
 
 
+@dataclass(slots=True)
+class Request:
+    """One client request as it flows through the data path: read once, carried through every step."""
+
+    method: str
+    path: bytes  # the raw path as received
+    query: bytes
+    client_headers: dict[bytes, bytes]  # by lower-case name, for key and override lookups
+    headers: list[tuple[bytes, bytes]]  # what goes upstream (hop-by-hop dropped)
+    body: bytes
+    started: float
+    snapshot: Snapshot
+    operation: str = UNROUTED_OPERATION
+    route: CompiledRoute | None = None
+
+
 class ProxyApp:
     def __init__(self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer):
         self.state = state
@@ -75,117 +92,122 @@ class ProxyApp:
 
     async def _handle(self, scope: dict, receive: Receive, send: Send, started: float) -> None:
         snapshot = self.state.snapshot
-        body = await _read_body(scope, receive, snapshot.config.limits.max_body_bytes)
-        method: str = scope["method"]
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        query: bytes = scope["query_string"]
-        headers = self.upstream.forward_headers(scope["headers"])
-
-        located = split_collection_path(raw_path)
+        request = Request(
+            method=scope["method"],
+            path=scope.get("raw_path") or scope["path"].encode(),
+            query=scope["query_string"],
+            client_headers=dict(scope["headers"]),
+            headers=self.upstream.forward_headers(scope["headers"]),
+            body=await _read_body(scope, receive, snapshot.config.limits.max_body_bytes),
+            started=started,
+            snapshot=snapshot,
+        )
+        located = split_collection_path(request.path)
         route = snapshot.table.lookup(located[0]) if located else None
         if route is None:
-            if located is None and raw_path.startswith(_COLOUR_QUESTION):
-                await self._answer_colour(snapshot, method, raw_path, scope["headers"], send, started)
+            if located is None and request.path.startswith(_COLOUR_QUESTION):
+                await self._answer_colour(request, send)
                 return
-            operation = classify(method, located[1])[0] if located else UNROUTED_OPERATION
+            operation = classify(request.method, located[1])[0] if located else UNROUTED_OPERATION
             series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, operation)
-            outcome = await self._exchange(method, raw_path, query, headers, body, series, started)
+            outcome = await self._exchange(request, request.path, request.body, series)
             await _send_outcome(send, outcome, (), started)
             return
 
-        operation, kind = classify(method, located[1])
+        request.route = route
+        request.operation, kind = classify(request.method, located[1])
         if kind is Kind.READ:
-            if route.settings.guard is not None and operation in SEARCH_OPERATIONS:
-                headers = _readable_by_the_guard(headers)
-            headers_by_name = dict(scope["headers"])
-            forced = route.forced_colour(headers_by_name)
-            colour = forced or route.split_colour(self._threshold(route), headers_by_name, body)
-            await self._read(route, colour, forced is not None, operation, method, raw_path, query, headers, body, send, started)
+            if route.settings.guard is not None and request.operation in SEARCH_OPERATIONS:
+                request.headers = _readable_by_the_guard(request.headers)
+            forced = route.forced_colour(request.client_headers)
+            colour = forced or route.split_colour(self._threshold(route), request.client_headers, request.body)
+            await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
             if policy == "both":
-                await self._write_both(route, operation, method, raw_path, query, headers, body, send, started)
+                await self._write_both(request, send)
             else:
-                outcome = await self._routed(route, policy, operation, method, raw_path, query, headers, body, started)
+                outcome = await self._routed(request, policy)
                 await _send_outcome(send, outcome, _colour_headers(policy, route.collection(policy)), started)
         elif kind is Kind.INFO:
-            outcome = await self._routed(route, BLUE, operation, method, raw_path, query, headers, body, started)
+            outcome = await self._routed(request, BLUE)
             await _send_outcome(send, outcome, _colour_headers(BLUE, route.blue), started)
         else:
-            await _respond(send, 400, [_JSON], error_body(_refusal(route, operation), started))
+            await _respond(send, 400, [_JSON], error_body(_refusal(route, request.operation), started))
 
     def _threshold(self, route: CompiledRoute) -> int:
         return self.state.thresholds.get(route.name, route.configured_threshold)
 
-    async def _read(self, route, colour, forced, operation, method, raw_path, query, headers, body, send, started) -> None:
-        outcome = await self._routed(route, colour, operation, method, raw_path, query, headers, body, started)
+    async def _read(self, request: Request, colour: str, forced: bool, send: Send) -> None:
+        route = request.route
+        outcome = await self._routed(request, colour)
         if colour == GREEN and not forced and route.settings.failover and _failed(outcome):
             # The client never sees a green failure it can be spared: answer from blue. Never for a
             # forced colour: its body may be made for that colour only (a new embedding model).
             self.metrics.failovers.labels(route.name).inc()
             colour = BLUE
-            outcome = await self._routed(route, BLUE, operation, method, raw_path, query, headers, body, time.perf_counter())
-        await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), started)
+            outcome = await self._routed(request, BLUE, since=time.perf_counter())
+        await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), request.started)
 
-    async def _answer_colour(self, snapshot, method: str, raw_path: bytes, scope_headers, send: Send, started: float) -> None:
+    async def _answer_colour(self, request: Request, send: Send) -> None:
         """`GET /bluegreen/routes/{route}/color`: the colour the split gives this request's key now, for
         clients that must build a colour-specific query (a new embedding model) before sending it."""
-        segment, _, rest = raw_path[len(_COLOUR_QUESTION):].partition(b"/")
-        route = snapshot.table.lookup(segment) if rest.rstrip(b"/") == b"color" else None
+        started = request.started
+        segment, _, rest = request.path[len(_COLOUR_QUESTION):].partition(b"/")
+        route = request.snapshot.table.lookup(segment) if rest.rstrip(b"/") == b"color" else None
         if route is None:
-            message = f"Not found: `{raw_path.decode('latin-1')}`: ask GET /bluegreen/routes/{{route}}/color for a configured route"
+            message = f"Not found: `{request.path.decode('latin-1')}`: ask GET /bluegreen/routes/{{route}}/color for a configured route"
             await _respond(send, 404, [_JSON], error_body(message, started))
             return
-        if method != "GET":
-            await _respond(send, 405, [_JSON], error_body(f"Method not allowed: {method}; use GET", started))
+        if request.method != "GET":
+            await _respond(send, 405, [_JSON], error_body(f"Method not allowed: {request.method}; use GET", started))
             return
-        headers_by_name = dict(scope_headers)
-        if route.key(headers_by_name) is None:
+        if route.key(request.client_headers) is None:
             sources = ", ".join(h.decode("latin-1") for h in route.key_headers)
             message = f"Wrong input: send the route's key ({sources}): the colour is decided per key"
             await _respond(send, 400, [_JSON], error_body(message, started))
             return
         threshold = self._threshold(route)
-        colour = route.split_colour(threshold, headers_by_name, b"")
+        colour = route.split_colour(threshold, request.client_headers, b"")
         collection = route.collection(colour)
         decision = {"route": route.name, "color": colour, "collection": collection, "effective_green_percent": threshold / 100}
         await _respond(send, 200, [_JSON, *_colour_headers(colour, collection)], _ok_body(decision, started))
 
-    async def _write_both(self, route, operation, method, raw_path, query, headers, body, send, started) -> None:
+    async def _write_both(self, request: Request, send: Send) -> None:
         """Sent to both at once; acknowledged only when both succeed, else the failing side's answer."""
-        blue, green = await asyncio.gather(
-            self._routed(route, BLUE, operation, method, raw_path, query, headers, body, started),
-            self._routed(route, GREEN, operation, method, raw_path, query, headers, body, started),
-        )
+        route = request.route
+        blue, green = await asyncio.gather(self._routed(request, BLUE), self._routed(request, GREEN))
         if not _succeeded(blue):
             outcome, colour = blue, BLUE
         elif not _succeeded(green):
             outcome, colour = green, GREEN
         else:
-            await _send_outcome(send, blue, _colour_headers("both", f"{route.blue},{route.green}"), started)
+            await _send_outcome(send, blue, _colour_headers("both", f"{route.blue},{route.green}"), request.started)
             return
-        await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), started)
+        await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), request.started)
 
-    async def _routed(
-        self, route: CompiledRoute, colour: str, operation: str, method: str, raw_path: bytes,
-        query: bytes, headers: list, body: bytes, started: float,
-    ) -> UpstreamResponse | UpstreamFailure:
-        collection = route.collection(colour)
-        table = self.state.snapshot.table
+    async def _routed(self, request: Request, colour: str, since: float | None = None) -> UpstreamResponse | UpstreamFailure:
+        """Send the request to `colour`'s physical collection; `since` starts the clock of a retry."""
+        route = request.route
+        table = request.snapshot.table
         rewritten = rewrite_body_collections(
-            body, lambda name: (r.collection(colour) if (r := table.routes.get(name)) else None)
+            request.body, lambda name: (r.collection(colour) if (r := table.routes.get(name)) else None)
         )
-        path = rewrite_path(raw_path, route.segment(colour))
-        series = self.metrics.series(route.name, colour, collection, operation)
-        outcome = await self._exchange(method, path, query, headers, rewritten or body, series, started)
+        path = rewrite_path(request.path, route.segment(colour))
+        series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
+        started = request.started if since is None else since
+        outcome = await self._exchange(request, path, rewritten or request.body, series, started)
         seconds = time.perf_counter() - started
-        self.observer.observe(route.name, colour, operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
+        self.observer.observe(route.name, colour, request.operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
         return outcome
 
-    async def _exchange(self, method, path, query, headers, body, series, started) -> UpstreamResponse | UpstreamFailure:
-        target = path + b"?" + query if query else path
+    async def _exchange(
+        self, request: Request, path: bytes, body: bytes, series, started: float | None = None,
+    ) -> UpstreamResponse | UpstreamFailure:
+        started = request.started if started is None else started
+        target = path + b"?" + request.query if request.query else path
         try:
-            response = await self.upstream.request(method, target, headers, body)
+            response = await self.upstream.request(request.method, target, request.headers, body)
         except UpstreamFailure as failure:
             series.upstream_error(failure.kind)
             series.observe(None, time.perf_counter() - started)
