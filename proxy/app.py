@@ -5,6 +5,7 @@ request -> route lookup on the current snapshot -> colour -> forward -> record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ from typing import Awaitable, Callable, Protocol
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
 from proxy.state import ProxyState, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
-from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify
+from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, repeatable
 from routing.results import readable_accept_encoding
 from routing.rewrite import rewrite_body_collections
 from routing.table import BLUE, GREEN, CompiledRoute, rewrite_path, split_collection_path
@@ -45,6 +46,10 @@ class ClientGone(Exception):
     pass
 
 
+class BadRequest(Exception):
+    """The request cannot be handled as sent: a 400 in Qdrant's envelope."""
+
+
 def error_body(message: str, started: float) -> bytes:
     """Qdrant's error envelope."""
     return json.dumps(
@@ -64,8 +69,10 @@ class Request:
     body: bytes
     started: float
     snapshot: Snapshot
+    deadline: float  # on time.monotonic(): upstream.timeout for the whole request, failover included
     operation: str = UNROUTED_OPERATION
     route: CompiledRoute | None = None
+    repeatable: bool = False  # safe to resend when a pooled upstream connection dropped it unanswered
 
 
 class ProxyApp:
@@ -74,11 +81,17 @@ class ProxyApp:
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
+        self.in_flight = 0
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan is managed by the server; websockets are not part of Qdrant's API
         started = time.perf_counter()
+        limit = self.state.snapshot.config.limits.max_concurrency
+        if self.in_flight >= limit:
+            await self._shed(send, limit, started)
+            return
+        self.in_flight += 1
         try:
             await self._handle(scope, receive, send, started)
         except ClientGone:
@@ -86,9 +99,19 @@ class ProxyApp:
         except BodyTooLarge:
             limit = self.state.snapshot.config.limits.max_body_bytes
             await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {limit} bytes (limits.max_body_bytes)", started))
-        except Exception:  # noqa: BLE001 - the process must keep serving whatever one request does
-            log.exception("internal error handling %s %s", scope.get("method"), scope.get("path"))
-            await _respond(send, 500, [_JSON], error_body("Service internal error: bluegreen-proxy failed to handle the request", started))
+        except BadRequest as exc:
+            await _respond(send, 400, [_JSON], error_body(f"Wrong input: {exc}", started))
+        except Exception as exc:  # noqa: BLE001 - the process must keep serving whatever one request does
+            await _internal_error(scope, send, exc, started)
+        finally:
+            self.in_flight -= 1
+
+    async def _shed(self, send: Send, limit: int, started: float) -> None:
+        series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, UNROUTED_OPERATION)
+        series.upstream_error("overloaded")
+        series.observe(503, time.perf_counter() - started)
+        message = f"Service overloaded: {limit} requests in progress (limits.max_concurrency)"
+        await _respond(send, 503, [_JSON], error_body(message, started))
 
     async def _handle(self, scope: dict, receive: Receive, send: Send, started: float) -> None:
         snapshot = self.state.snapshot
@@ -101,6 +124,7 @@ class ProxyApp:
             body=await _read_body(scope, receive, snapshot.config.limits.max_body_bytes),
             started=started,
             snapshot=snapshot,
+            deadline=self.upstream.deadline(),
         )
         located = split_collection_path(request.path)
         route = snapshot.table.lookup(located[0]) if located else None
@@ -109,6 +133,7 @@ class ProxyApp:
                 await self._answer_colour(request, send)
                 return
             operation = classify(request.method, located[1])[0] if located else UNROUTED_OPERATION
+            request.repeatable = request.method in ("GET", "HEAD")
             series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, operation)
             outcome = await self._exchange(request, request.path, request.body, series)
             await _send_outcome(send, outcome, (), started)
@@ -116,6 +141,7 @@ class ProxyApp:
 
         request.route = route
         request.operation, kind = classify(request.method, located[1])
+        request.repeatable = repeatable(request.method, request.operation, kind, request.body)
         if kind is Kind.READ:
             if route.settings.guard is not None and request.operation in SEARCH_OPERATIONS:
                 request.headers = _readable_by_the_guard(request.headers)
@@ -141,7 +167,7 @@ class ProxyApp:
     async def _read(self, request: Request, colour: str, forced: bool, send: Send) -> None:
         route = request.route
         outcome = await self._routed(request, colour)
-        if colour == GREEN and not forced and route.settings.failover and _failed(outcome):
+        if colour == GREEN and not forced and route.settings.failover and _failed(outcome) and not _overloaded(outcome):
             # The client never sees a green failure it can be spared: answer from blue. Never for a
             # forced colour: its body may be made for that colour only (a new embedding model).
             self.metrics.failovers.labels(route.name).inc()
@@ -190,9 +216,12 @@ class ProxyApp:
         """Send the request to `colour`'s physical collection; `since` starts the clock of a retry."""
         route = request.route
         table = request.snapshot.table
-        rewritten = rewrite_body_collections(
-            request.body, lambda name: (r.collection(colour) if (r := table.routes.get(name)) else None)
-        )
+        try:
+            rewritten = rewrite_body_collections(
+                request.body, lambda name: (r.collection(colour) if (r := table.routes.get(name)) else None)
+            )
+        except RecursionError:
+            raise BadRequest("request body nested too deeply") from None
         path = rewrite_path(request.path, route.segment(colour))
         series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
         started = request.started if since is None else since
@@ -207,7 +236,9 @@ class ProxyApp:
         started = request.started if started is None else started
         target = path + b"?" + request.query if request.query else path
         try:
-            response = await self.upstream.request(request.method, target, request.headers, body)
+            response = await self.upstream.request(
+                request.method, target, request.headers, body, request.deadline, request.repeatable
+            )
         except UpstreamFailure as failure:
             series.upstream_error(failure.kind)
             series.observe(None, time.perf_counter() - started)
@@ -246,6 +277,10 @@ def _failed(outcome: UpstreamResponse | UpstreamFailure) -> bool:
     return isinstance(outcome, UpstreamFailure) or outcome.status >= 500
 
 
+def _overloaded(outcome: UpstreamResponse | UpstreamFailure) -> bool:
+    return isinstance(outcome, UpstreamFailure) and outcome.kind == "overloaded"
+
+
 def _succeeded(outcome: UpstreamResponse | UpstreamFailure) -> bool:
     return isinstance(outcome, UpstreamResponse) and outcome.status < 300
 
@@ -259,18 +294,41 @@ def _refusal(route: CompiledRoute, operation: str) -> str:
     )
 
 
+_FAILURE_STATUS = {"timeout": 504, "overloaded": 503}
+
+
 async def _send_outcome(send: Send, outcome, extra_headers, started: float) -> None:
     if isinstance(outcome, UpstreamFailure):
-        status = 504 if outcome.kind == "timeout" else 502
+        status = _FAILURE_STATUS.get(outcome.kind, 502)
         await _respond(send, status, [_JSON, *extra_headers], error_body(outcome.detail, started))
         return
-    await _respond(send, outcome.status, outcome.headers + list(extra_headers), outcome.body)
+    await _respond(send, outcome.status, outcome.headers + list(extra_headers), outcome.body, outcome.head_length)
 
 
-async def _respond(send: Send, status: int, headers: list, body: bytes) -> None:
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _respond(send: Send, status: int, headers: list, body: bytes, length: bytes | None = None) -> None:
+    """`length`: a HEAD answer's Content-Length (the body is empty)."""
+    headers.append((b"content-length", length or str(len(body)).encode()))
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    except Exception as exc:
+        raise _ResponseBroken from exc
+
+
+class _ResponseBroken(Exception):
+    """The server refused part of a response it may have begun: no second response can follow."""
+
+
+async def _internal_error(scope: dict, send: Send, exc: Exception, started: float) -> None:
+    """One log line (the traceback at debug level) and, when no response began, a 500 in the envelope;
+    else the server closes the connection."""
+    broken = isinstance(exc, _ResponseBroken)
+    cause = exc.__cause__ if broken else exc
+    log.error("internal error handling %s %s: %s: %s", scope.get("method"), scope.get("path"), type(cause).__name__, cause)
+    log.debug("traceback", exc_info=exc)
+    if not broken:
+        with contextlib.suppress(_ResponseBroken):
+            await _respond(send, 500, [_JSON], error_body("Service internal error: bluegreen-proxy failed to handle the request", started))
 
 
 async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:

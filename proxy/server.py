@@ -6,6 +6,7 @@ import contextlib
 import gc
 import importlib.util
 import logging
+import resource
 import signal
 import socket
 import subprocess
@@ -21,11 +22,12 @@ from proxy.admin import build_admin_app
 from proxy.app import ProxyApp
 from proxy.metrics import Metrics
 from proxy.process import stop_process
+from proxy.protocol import limited_protocol
 from proxy.reload import ConfigReloader, read_config
 from proxy.safety import SafetyController, default_state_file
 from proxy.state import ProxyState
 from proxy.upstream import UpstreamClient
-from routing.config import Config
+from routing.config import Config, Limits
 
 log = logging.getLogger("bluegreen.server")
 
@@ -87,21 +89,35 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _uvicorn_config(app, address: Address) -> uvicorn.Config:
+def _uvicorn_config(app, address: Address, limits: Limits) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=address.host,
         port=address.port,
-        http="httptools",
+        http=limited_protocol(limits),
+        ws="none",  # not Qdrant's API: an upgrade is refused in the envelope (proxy.protocol)
         lifespan="off",
         access_log=False,
         log_level="warning",
         server_header=False,  # the upstream's own headers pass through unchanged
         date_header=False,
         proxy_headers=False,  # forwarded-for handling is for the upstream to see, not ours to consume
-        timeout_keep_alive=30,
+        timeout_keep_alive=limits.idle_timeout,
         timeout_graceful_shutdown=10,
     )
+
+
+def _allow_open_files(connections: int) -> None:
+    """Raise the soft file-descriptor limit toward the hard one, so limits.max_connections client
+    connections plus the upstream pool fit; warn when even the hard limit is below that."""
+    wanted = connections + 256  # listeners, config watch, logs
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open-file limit %d is below limits.max_connections + upstream.max_connections + 256 = %d", target, wanted)
 
 
 def _freeze_start_up_objects(*servers: uvicorn.Server) -> None:
@@ -146,8 +162,9 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     safety = SafetyController(state, metrics, upstream.fetch_json, state_file)
     reloader = ConfigReloader(state, metrics, on_applied=safety.on_config_applied, ignore=safety.owns_file)
 
-    data_server = _Server(_uvicorn_config(ProxyApp(state, upstream, metrics, observer=safety), listen))
-    admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin))
+    _allow_open_files(config.limits.max_connections + config.upstream.max_connections)
+    data_server = _Server(_uvicorn_config(ProxyApp(state, upstream, metrics, observer=safety), listen, config.limits))
+    admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin, config.limits))
     _freeze_start_up_objects(data_server, admin_server)
     stop = asyncio.Event()
 

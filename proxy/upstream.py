@@ -32,11 +32,19 @@ _HOP_BY_HOP = frozenset(
 _API_KEY = b"api-key"
 
 
+_CONNECTION = b"connection"
+_CONTENT_LENGTH = b"content-length"
+_FRAMING = (b"content-length", b"transfer-encoding")
+_CONNECTION_OPTIONS = frozenset({b"", b"close", b"keep-alive"})
+_UNREACHABLE = "upstream unreachable: connection closed before a response"
+
+
 @dataclass(slots=True)
 class UpstreamResponse:
     status: int
-    headers: list[tuple[bytes, bytes]]  # hop-by-hop and content-length removed
+    headers: list[tuple[bytes, bytes]]  # hop-by-hop, those named in Connection and content-length removed
     body: bytes
+    head_length: bytes | None = None  # a HEAD answer's Content-Length: the client gets it, and no body
 
     def header(self, name: bytes) -> bytes | None:
         """A header's value by lower-case name (upstreams choose their own case)."""
@@ -47,7 +55,8 @@ class UpstreamResponse:
 
 
 class UpstreamFailure(Exception):
-    """No response came. `kind` is a metric label: `timeout` or `connect`."""
+    """No usable response came. `kind` is a metric label: `timeout`, `connect`, `too_large` (past
+    upstream.max_response_bytes) or `overloaded` (the pool's wait queue is full)."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
@@ -56,64 +65,115 @@ class UpstreamFailure(Exception):
 
 
 class _ClosedBeforeResponse(Exception):
-    """The connection ended before any byte of the response: safe to retry on a fresh one."""
+    """The connection ended before any byte of the response: safe to retry on a fresh one when the
+    request may be repeated."""
+
+
+class _Unsolicited(Exception):
+    """The upstream began another response after the one asked for was complete."""
+
+
+def end_to_end(headers: list[tuple[bytes, bytes]], lower: bool) -> list[tuple[bytes, bytes]]:
+    """`headers` without hop-by-hop fields and without the fields a `Connection` header names (RFC
+    9110 7.6.1). `lower`: the names are not known to be lower-case already."""
+    kept = []
+    named = None
+    for name, value in headers:
+        key = name.lower() if lower else name
+        if key in _HOP_BY_HOP:
+            if key == _CONNECTION:
+                tokens = {token.strip().lower() for token in value.split(b",")} - _CONNECTION_OPTIONS
+                named = tokens if named is None else named | tokens
+            continue
+        kept.append((name, value))
+    if named:
+        kept = [(name, value) for name, value in kept if name.lower() not in named]
+    return kept
 
 
 class _Connection(asyncio.Protocol):
     __slots__ = (
-        "transport", "parser", "waiter", "status", "headers", "chunks", "keep_alive",
-        "idle_since", "received_any", "head_request", "closed",
+        "transport", "parser", "waiter", "status", "headers", "chunks", "size", "max_size", "keep_alive",
+        "idle_since", "received_any", "head_request", "headers_done", "complete", "closed",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: int) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future | None = None
         self.idle_since = 0.0
+        self.max_size = max_size
         self.closed = False
         self._reset()
 
     def _reset(self) -> None:
+        """Forget the last exchange: nothing of an answer outlives its hand-over."""
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
+        self.size = 0
         self.keep_alive = True
         self.received_any = False
         self.head_request = False
+        self.headers_done = False
+        self.complete = False
 
     # asyncio.Protocol
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():  # nothing was asked: an upstream out of step
+            self.close()
+            return
         self.received_any = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamFailure("connect", f"upstream sent an invalid HTTP response: {exc}"))
+            cause = exc.__context__
+            if isinstance(cause, UpstreamFailure):
+                self._fail(cause)
+            elif not isinstance(cause, _Unsolicited):
+                self._fail(UpstreamFailure("connect", f"upstream sent an invalid HTTP response: {exc}"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.received_any:
+        if self.headers_done and not self.complete and not any(n.lower() in _FRAMING for n, _ in self.headers):
+            self._complete()  # a body delimited by the end of the connection (no length, not chunked)
+        elif self.received_any:
             self._fail(UpstreamFailure("connect", "upstream closed the connection mid-response"))
         else:
             self._fail(_ClosedBeforeResponse())
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Unsolicited
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.headers_done:  # llhttp reports a chunked body's trailer fields here too: dropped
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        if self.status < 200:
+        status = self.status = self.parser.get_status_code()
+        if status < 200:
             return  # an interim 1xx response: the real one follows
+        if status > 599:
+            raise UpstreamFailure("connect", f"upstream sent an invalid HTTP status {status}")
+        self.headers_done = True
         self.keep_alive = self.parser.should_keep_alive()
         if self.head_request:  # no body follows; llhttp cannot be told, so do not reuse the connection
             self.keep_alive = False
             self._complete()
 
     def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.max_size:
+            raise UpstreamFailure(
+                "too_large", f"upstream answer exceeds {self.max_size} bytes (upstream.max_response_bytes)"
+            )
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -124,6 +184,9 @@ class _Connection(asyncio.Protocol):
             self._complete()
 
     def _complete(self) -> None:
+        self.complete = True
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self.keep_alive = False  # answered before reading all of the body: the rest would be misread
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -153,7 +216,9 @@ class UpstreamClient:
         self._api_key = settings.api_key.encode() if settings.api_key else None
         self._idle: deque[_Connection] = deque()
         self._slots = asyncio.Semaphore(settings.max_connections)
+        self._waiting = 0  # requests queued for a slot
         self._open: set[_Connection] = set()
+        self._new_connection = lambda: _Connection(settings.max_response_bytes)
 
     async def start(self) -> None:
         return None  # connections are opened on demand
@@ -164,16 +229,20 @@ class UpstreamClient:
         self._open.clear()
         self._idle.clear()
 
+    def deadline(self) -> float:
+        """When a request arriving now must have its answer (upstream.timeout), on time.monotonic()."""
+        return time.monotonic() + self.settings.timeout
+
     def forward_headers(self, scope_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        headers = [(name, value) for name, value in scope_headers if name not in _HOP_BY_HOP]
+        headers = end_to_end(scope_headers, lower=False)  # the server gives lower-case names
         if self._api_key is not None and not any(name == _API_KEY for name, _ in headers):
             headers.append((_API_KEY, self._api_key))
         return headers
 
     async def fetch_json(self, method: str, path: str, body: bytes) -> tuple[int, dict | None]:
-        """A control-plane call (preflight): status and parsed JSON body (None when not JSON)."""
+        """A control-plane call (preflight, reads only): status and parsed JSON body (None when not JSON)."""
         headers = self.forward_headers([(b"content-type", b"application/json")])
-        response = await self.request(method, path.encode(), headers, body)
+        response = await self.request(method, path.encode(), headers, body, repeatable=True)
         try:
             document = json.loads(response.body)
         except ValueError:
@@ -181,22 +250,53 @@ class UpstreamClient:
         return response.status, document if isinstance(document, dict) else None
 
     async def request(
-        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+        deadline: float | None = None, repeatable: bool = False,
     ) -> UpstreamResponse:
-        """Send one request; a pooled connection found dead before any response byte is retried once."""
+        """Send one request, answered by `deadline` (default: upstream.timeout from now) pool wait
+        included. A pooled connection found dead before any response byte is retried once on a fresh
+        one, only when the request is `repeatable` (the caller knows what is safe to send twice)."""
+        if deadline is None:
+            deadline = self.deadline()
         head = self._serialize_head(method, target, headers, len(body))
-        async with self._slots:
-            connection, reused = await self._acquire()
+        await self._take_slot(deadline)
+        try:
+            connection, reused = await self._acquire(deadline)
             try:
-                return await self._exchange(connection, method, head, body)
+                return await self._exchange(connection, method, head, body, deadline)
             except _ClosedBeforeResponse:
-                if not reused:
-                    raise UpstreamFailure("connect", "upstream unreachable: connection closed before a response") from None
-            connection, _ = await self._acquire(fresh=True)
+                if not (reused and repeatable):
+                    raise UpstreamFailure("connect", _UNREACHABLE) from None
+            connection, _ = await self._acquire(deadline, fresh=True)
             try:
-                return await self._exchange(connection, method, head, body)
+                return await self._exchange(connection, method, head, body, deadline)
             except _ClosedBeforeResponse:
-                raise UpstreamFailure("connect", "upstream unreachable: connection closed before a response") from None
+                raise UpstreamFailure("connect", _UNREACHABLE) from None
+        finally:
+            self._slots.release()
+
+    async def _take_slot(self, deadline: float) -> None:
+        """One of upstream.max_connections; past upstream.max_queue waiters, refused at once."""
+        slots = self._slots
+        if not slots.locked():
+            await slots.acquire()  # free: returns without suspending
+            return
+        if self._waiting >= self.settings.max_queue:
+            raise UpstreamFailure(
+                "overloaded",
+                f"Service overloaded: all {self.settings.max_connections} upstream connections busy and "
+                f"{self.settings.max_queue} requests waiting (upstream.max_connections, upstream.max_queue)",
+            )
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(slots.acquire(), deadline - time.monotonic())
+        except asyncio.TimeoutError:
+            raise self._timed_out() from None
+        finally:
+            self._waiting -= 1
+
+    def _timed_out(self) -> UpstreamFailure:
+        return UpstreamFailure("timeout", f"upstream did not answer within {self.settings.timeout:g}s (upstream.timeout)")
 
     def _serialize_head(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], length: int) -> bytes:
         lines = [method.encode(), b" ", self._prefix, target, b" HTTP/1.1\r\nhost: ", self._host_header, b"\r\n"]
@@ -207,7 +307,7 @@ class UpstreamClient:
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    async def _acquire(self, fresh: bool = False) -> tuple[_Connection, bool]:
+    async def _acquire(self, deadline: float, fresh: bool = False) -> tuple[_Connection, bool]:
         """An idle pooled connection younger than keepalive_expiry, else a new one."""
         if not fresh:
             expiry = self.settings.keepalive_expiry
@@ -218,29 +318,34 @@ class UpstreamClient:
                     return connection, True
                 self._discard(connection)
         loop = asyncio.get_running_loop()
+        remaining = deadline - time.monotonic()
+        connect_timeout = self.settings.connect_timeout
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    _Connection, self._host, self._port, ssl=self._ssl,
+                    self._new_connection, self._host, self._port, ssl=self._ssl,
                     server_hostname=self._host if self._secure else None,
                 ),
-                timeout=self.settings.connect_timeout,
+                timeout=min(connect_timeout, remaining),
             )
         except asyncio.TimeoutError:
+            if remaining < connect_timeout:
+                raise self._timed_out() from None
             raise UpstreamFailure(
-                "timeout", f"upstream {self._host}:{self._port} did not accept a connection within {self.settings.connect_timeout:g}s"
+                "timeout", f"upstream {self._host}:{self._port} did not accept a connection within {connect_timeout:g}s"
             ) from None
         except OSError as exc:
             raise UpstreamFailure("connect", f"upstream unreachable: {self._host}:{self._port}: {exc.strerror or exc}") from None
         self._open.add(connection)
         return connection, False
 
-    async def _exchange(self, connection: _Connection, method: str, head: bytes, body: bytes) -> UpstreamResponse:
+    async def _exchange(
+        self, connection: _Connection, method: str, head: bytes, body: bytes, deadline: float
+    ) -> UpstreamResponse:
         loop = asyncio.get_running_loop()
-        connection._reset()
-        connection.head_request = method == "HEAD"
+        head_request = connection.head_request = method == "HEAD"
         waiter = connection.waiter = loop.create_future()
-        timer = loop.call_later(self.settings.timeout, _expire, waiter)
+        timer = loop.call_later(deadline - time.monotonic(), _expire, waiter)
         transport = connection.transport
         try:
             transport.write(head + body if len(body) < 65536 else head)
@@ -249,19 +354,21 @@ class UpstreamClient:
             await waiter
         except asyncio.TimeoutError:
             self._discard(connection)
-            raise UpstreamFailure("timeout", f"upstream did not answer within {self.settings.timeout:g}s") from None
+            raise self._timed_out() from None
         except BaseException:
             self._discard(connection)
             raise
         finally:
             timer.cancel()
             connection.waiter = None
+        length = None
+        if head_request:
+            length = next((v for n, v in connection.headers if n.lower() == _CONTENT_LENGTH), None)
         response = UpstreamResponse(
-            connection.status,
-            [(name, value) for name, value in connection.headers if name.lower() not in _HOP_BY_HOP],
-            b"".join(connection.chunks),
+            connection.status, end_to_end(connection.headers, lower=True), b"".join(connection.chunks), length
         )
         if connection.keep_alive and not connection.closed:
+            connection._reset()
             connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:
@@ -270,6 +377,7 @@ class UpstreamClient:
 
     def _discard(self, connection: _Connection) -> None:
         connection.close()
+        connection._reset()
         self._open.discard(connection)
 
 

@@ -82,6 +82,10 @@ class Upstream(_Strict):
     # Qdrant closes idle keep-alive connections after ~5 s: drop ours first.
     keepalive_expiry: Duration = 4.0
     max_connections: int = Field(256, ge=1)
+    # Requests waiting for one of max_connections; past it they are answered 503 at once.
+    max_queue: int = Field(512, ge=0)
+    # An answer larger than this is refused with a 502: it is held in memory whole.
+    max_response_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     data_dir: str | None = None  # with url: embedded
     embedded_port: int | None = Field(None, ge=0, le=65535)  # with url: embedded; default: a free port
 
@@ -112,6 +116,13 @@ class Upstream(_Strict):
 
 class Limits(_Strict):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # Qdrant's own default max request size
+    # Read at start-up (the listener's own settings), unlike max_body_bytes and max_concurrency.
+    max_connections: int = Field(4096, ge=1)  # open client connections; more are closed at once
+    max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line and headers: 431 past it
+    max_header_count: int = Field(100, ge=1)  # 431 past it
+    header_timeout: Duration = 10.0  # from connection (or first byte of a request) to its last header
+    idle_timeout: Duration = 30.0  # a keep-alive connection with no request is closed after this
+    max_concurrency: int = Field(1024, ge=1)  # requests handled at once; more are answered 503 at once
 
 
 class Reload(_Strict):

@@ -87,3 +87,20 @@ def classify(method: str, below_collection: str) -> tuple[str, Kind]:
     family = _FAMILIES.get(head, "other")
     # GET about the collection goes to blue; anything else unknown may change it: refused.
     return family, (Kind.INFO if method in ("GET", "HEAD") else Kind.ADMIN)
+
+
+# Writes that address points by id: sending one twice leaves what sending it once does. Filter-
+# addressed forms are not (points written in between would be caught by the second one).
+_ID_ADDRESSED_WRITES = frozenset(
+    {"delete", "update_vectors", "delete_vectors", "set_payload", "overwrite_payload", "delete_payload", "clear_payload"}
+)
+
+
+def repeatable(method: str, operation: str, kind: Kind | None, body: bytes) -> bool:
+    """Whether the request may be sent again when the upstream dropped it unanswered: routed reads and
+    info, upserts (ids are required) and id-addressed writes; of the rest, only GET and HEAD."""
+    if kind is Kind.READ or kind is Kind.INFO or operation == "upsert":
+        return True
+    if operation in _ID_ADDRESSED_WRITES:
+        return b'"filter"' not in body
+    return method in ("GET", "HEAD")

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests.raw_upstream import RawConnection, RawUpstream, response
 from tests.support import RunningProxy, ServerProcess, free_port, metric_value
 
 ROUTES = """\
@@ -178,13 +179,23 @@ def impatient_echo(tmp_path):
         upstream.stop()
 
 
-def test_pooled_connection_closed_by_upstream_is_retried_transparently(impatient_echo):
-    with httpx.Client() as client:
-        for _ in range(4):
-            response = client.post(impatient_echo.url + "/collections/docs/points/scroll", content=b"{}")
-            assert response.status_code == 200
-            time.sleep(0.4)  # the upstream closes the pooled connection meanwhile
-    metrics = impatient_echo.metrics_text()
+def test_pooled_connection_closed_by_upstream_is_retried_transparently(tmp_path):
+    """The upstream takes each request and closes a kept-alive connection without answering (as one
+    closing an idle connection just as a request arrives does): a read is sent again, on a new one."""
+
+    async def dies_when_reused(conn: RawConnection) -> None:
+        while await conn.read_request() is not None and not conn.served:
+            await conn.write(response())
+            conn.served += 1
+
+    with RawUpstream(dies_when_reused) as upstream, RunningProxy(tmp_path / "proxy", upstream.url, ROUTES) as proxy:
+        with httpx.Client() as client:
+            for _ in range(3):
+                answer = client.post(proxy.url + "/collections/docs/points/scroll", content=b"{}")
+                assert answer.status_code == 200
+        metrics = proxy.metrics_text()
+    # Each request after the first met a dead pooled connection and was sent again on a fresh one.
+    assert [r.connection for r in upstream.seen] == [1, 1, 2, 2, 3]
     assert metric_value(metrics, "bluegreen_requests_total", route="docs", status="error") == 0
 
 

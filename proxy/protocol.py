@@ -1,0 +1,127 @@
+"""uvicorn's httptools protocol with the limits a server facing unknown clients needs.
+
+uvicorn itself has none of these: no cap on open connections (each holds a file descriptor), no
+deadline for a request's head (a client sending one byte a minute holds its connection forever), no
+bound on a head's size or its number of fields (httptools buffers an unfinished header whole), and
+its own refusals are plain text. Everything here answers in Qdrant's error envelope and closes.
+
+Chunked trailers: llhttp reports a chunked body's trailer fields through the same callbacks as
+headers, httptools passes them to `on_header`, and uvicorn appends them to the list its ASGI scope
+already holds as `headers`; a request that is read in one go therefore had its trailer fields as
+headers (a trailer `x-user-id` chose the colour, a trailer `api-key` was forwarded). The scope keeps
+the list it was given; trailer fields go to a fresh one nobody reads.
+"""
+from __future__ import annotations
+
+import time
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from proxy.app import error_body
+from routing.config import Limits
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_UPGRADE = Refusal(400, "Wrong input: protocol upgrades (WebSocket, CONNECT) are not part of Qdrant's REST API")
+
+
+def limited_protocol(limits: Limits) -> type[HttpToolsProtocol]:
+    """The protocol class for one listener with `limits` (read once, at start-up)."""
+    return type("LimitedHttpToolsProtocol", (_LimitedProtocol,), {"limits": limits, "_open": {}})
+
+
+class _LimitedProtocol(HttpToolsProtocol):
+    limits: Limits
+    _open: dict  # this listener's connections, oldest first (a dict keeps insertion order)
+    _head_timer = None
+    _head_bytes = 0
+
+    def connection_made(self, transport) -> None:
+        if len(self._open) >= self.limits.max_connections and not self._evict_an_idle_connection():
+            self.transport = transport  # not counted: refused before it holds anything
+            self._refuse(Refusal(503, f"Service overloaded: {self.limits.max_connections} connections busy (limits.max_connections)"))
+            return
+        self._open[self] = None
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def _evict_an_idle_connection(self) -> bool:
+        """At the cap, the oldest connection with no request in progress makes room: idle ones (and
+        ones still sending a head) cannot keep a client with a request out."""
+        for connection in self._open:
+            cycle = connection.cycle
+            if cycle is None or cycle.response_complete:
+                del self._open[connection]
+                connection._stop_head_timer()
+                connection.transport.close()
+                return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._open.pop(self, None)
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(_UPGRADE)  # refused in on_headers_complete already; this is a backstop
+            return
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            self._refuse(cause if isinstance(cause, Refusal) else Refusal(400, f"Wrong input: invalid HTTP request: {exc}"))
+            return
+        if self._head_timer is not None:  # still inside a head
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(Refusal(431, f"Request header fields too large: over {self.limits.max_header_bytes} bytes (limits.max_header_bytes)"))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        if self._head_timer is None:
+            self._start_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        if len(self.headers) > self.limits.max_header_count:
+            raise Refusal(431, f"Request header fields too large: over {self.limits.max_header_count} fields (limits.max_header_count)")
+        if self.parser.should_upgrade():
+            raise _UPGRADE
+        super().on_headers_complete()
+        self.headers = []  # trailer fields land here, not in the scope's list (see the module doc)
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_too_slow)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        self._refuse(Refusal(408, f"Request timeout: headers not received within {self.limits.header_timeout:g}s (limits.header_timeout)"))
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer in Qdrant's envelope and close: what is left of the connection cannot be trusted."""
+        self._stop_head_timer()
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:  # never inside another response
+            body = error_body(refusal.message, time.perf_counter())
+            transport.write(b"".join((
+                STATUS_LINE[refusal.status], b"content-type: application/json\r\ncontent-length: ",
+                str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body,
+            )))
+        transport.close()
