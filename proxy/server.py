@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import importlib.util
 import logging
@@ -120,6 +121,22 @@ def _allow_open_files(connections: int) -> None:
         log.warning("open-file limit %d is below limits.max_connections + upstream.max_connections + 256 = %d", target, wanted)
 
 
+def _keep_large_blocks_returnable() -> None:
+    """glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MiB), so
+    after a few large upstream answers the next ones are carved from the heap and their space stays
+    with the process when freed (measured: +30 MiB RSS kept after 24 large answers; with a fixed
+    threshold, +1 MiB). Fixing it at glibc's default (128 KiB) keeps large blocks in mmap, returned on
+    free. Not glibc: nothing to do."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
+
+
 def _freeze_start_up_objects(*servers: uvicorn.Server) -> None:
     """Modules, the app and the first config live as long as the process; left in the collected
     heap, every full collection walks them all and stalls the event loop (26 ms, measured under
@@ -162,6 +179,7 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     safety = SafetyController(state, metrics, upstream.fetch_json, state_file)
     reloader = ConfigReloader(state, metrics, on_applied=safety.on_config_applied, ignore=safety.owns_file)
 
+    _keep_large_blocks_returnable()
     _allow_open_files(config.limits.max_connections + config.upstream.max_connections)
     data_server = _Server(_uvicorn_config(ProxyApp(state, upstream, metrics, observer=safety), listen, config.limits))
     admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin, config.limits))
