@@ -111,3 +111,39 @@ def test_unreadable_codings_and_corrupt_bodies_are_not_judged():
 )
 def test_accept_encoding_is_narrowed_to_readable_codings(sent, forwarded):
     assert readable_accept_encoding(sent) == forwarded
+
+
+def _decoded_peak(operation: str, body: bytes, coding: bytes | None) -> tuple[bool | None, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        verdict = is_empty_result(operation, body, coding)
+        return verdict, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("operation", ["search", "query", "search_batch", "query_batch"])
+def test_large_compressed_answers_are_decoded_only_as_far_as_needed(operation):
+    """A 2 MB gzip answer can hold 200 MB of JSON: the guard decodes a bounded head of it, not all."""
+    points = [POINT] * 400_000  # about 20 MB of JSON, 0.3 MB compressed
+    result = {
+        "search": points, "query": {"points": points},
+        "search_batch": [[], points], "query_batch": [{"points": []}, {"points": points}],
+    }[operation]
+    body = gzip.compress(compact(result), 1)
+    verdict, peak = _decoded_peak(operation, body, b"gzip")
+    assert verdict is False
+    assert peak < 1024 * 1024  # bytes allocated while judging: the answer itself is 20 MB decoded
+
+
+def test_large_answer_with_no_point_in_view_is_not_judged():
+    body = compact([[] for _ in range(40_000)])  # 40,000 empty results: larger than what is decoded
+    assert is_empty_result("search_batch", body) is None
+    assert is_empty_result("search_batch", compact([[], []])) is True
+
+
+def test_deeply_nested_answer_is_not_judged():
+    body = b'{"result":' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    assert is_empty_result("search_batch", body) is None
