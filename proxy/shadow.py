@@ -58,6 +58,8 @@ class ShadowSender:
         self._inflight: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()  # strong references until each finishes
         self._sizes: dict[str, tuple[float, asyncio.Task]] = {}  # collection -> (expires, fetch)
+        self._histograms: dict[str, tuple] = {}  # metric children, resolved once per route
+        self._counters: dict[tuple[str, str], object] = {}
 
     def after_read(self, request: "Request", colour: str, forced: bool, outcome: UpstreamResponse | UpstreamFailure) -> None:
         """Hook for a split read the client has been answered; cheap unless sampled."""
@@ -89,7 +91,10 @@ class ShadowSender:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _count(self, route: str, result: str) -> None:
-        self.metrics.shadow_requests.labels(route, result).inc()
+        counter = self._counters.get((route, result))
+        if counter is None:
+            counter = self._counters[(route, result)] = self.metrics.shadow_requests.labels(route, result)
+        counter.inc()
 
     async def _shadow(self, request: "Request", colour: str, primary: UpstreamResponse, k: int) -> None:
         route = request.route
@@ -105,7 +110,7 @@ class ShadowSender:
     async def _compare(self, request: "Request", colour: str, primary: UpstreamResponse, k: int) -> str:
         route = request.route
         other = BLUE if colour == GREEN else GREEN
-        if not await self._fits(request, route.collection(other)):
+        if not await self._fits(request, route.collection(colour), route.collection(other)):
             return SKIPPED
         table = request.snapshot.table
         body = rewrite_body_collections(
@@ -132,33 +137,43 @@ class ShadowSender:
         if len(answered) != len(shadowed):
             return ERROR
         blue_ids, green_ids = (answered, shadowed) if colour == BLUE else (shadowed, answered)
-        name = route.name
+        overlap_series, rbo_series, ratio_series = self._series(route.name)
         overlaps = []
         for blue, green in zip(blue_ids, green_ids):
             overlap = overlap_at_k(blue, green, k)
             if overlap is None:
                 continue  # both empty: nothing to rank
             overlaps.append(overlap)
-            self.metrics.shadow_overlap.labels(name).observe(overlap)
-            self.metrics.shadow_rbo.labels(name).observe(rank_biased_overlap(blue, green, k))
+            overlap_series.observe(overlap)
+            rbo_series.observe(rank_biased_overlap(blue, green, k))
         blue_s, green_s = (request.upstream_seconds, seconds) if colour == BLUE else (seconds, request.upstream_seconds)
         if blue_s > 0:
-            self.metrics.shadow_latency_ratio.labels(name).observe(green_s / blue_s)
-        self.observer.observe_pair(name, overlaps, _empty(green_ids), _empty(blue_ids))
+            ratio_series.observe(green_s / blue_s)
+        self.observer.observe_pair(route.name, overlaps, _empty(green_ids), _empty(blue_ids))
         return COMPARED
 
-    async def _fits(self, request: "Request", collection: str) -> bool:
-        """False only when a raw vector is known not to fit `collection` (unknown sizes: True)."""
+    def _series(self, route: str) -> tuple:
+        """The route's histogram children, resolved once."""
+        found = self._histograms.get(route)
+        if found is None:
+            metrics = self.metrics
+            found = self._histograms[route] = (
+                metrics.shadow_overlap.labels(route), metrics.shadow_rbo.labels(route), metrics.shadow_latency_ratio.labels(route),
+            )
+        return found
+
+    async def _fits(self, request: "Request", answered: str, other: str) -> bool:
+        """False only when a raw vector is known not to fit the `other` collection."""
         if b"[" not in request.body:
             return True  # no list at all, so no raw vector
+        sizes = await self._vector_sizes(other)
+        if sizes is None or sizes == await self._vector_sizes(answered):
+            return True  # unknown; or the same sizes as the colour that just accepted the request
         try:
             vectors = raw_vectors(request.operation, json.loads(request.body))
         except ValueError:
             return True
-        if not vectors:
-            return True
-        sizes = await self._vector_sizes(collection)
-        return sizes is None or fits(vectors, sizes)
+        return fits(vectors, sizes)
 
     async def _vector_sizes(self, collection: str) -> dict[str, int] | None:
         """The collection's vector sizes, read once per SIZES_TTL_SECONDS (one fetch shared by all)."""
@@ -167,7 +182,7 @@ class ShadowSender:
         if cached is None or now >= cached[0]:
             fetch = asyncio.get_running_loop().create_task(self._fetch_sizes(collection))
             cached = self._sizes[collection] = (now + SIZES_TTL_SECONDS, fetch)
-        sizes = await asyncio.shield(cached[1])
+        sizes = cached[1].result() if cached[1].done() else await asyncio.shield(cached[1])
         if sizes is None and self._sizes.get(collection) is cached:
             self._sizes[collection] = (min(cached[0], now + SIZES_RETRY_SECONDS), cached[1])
         return sizes

@@ -23,7 +23,8 @@ from tests.support import RunningProxy, metric_value, qdrant_client, wait_until
 DIM = 8
 QUERY = [1.0] + [0.0] * (DIM - 1)
 MATCHES_NOTHING = {"must": [{"key": "home", "match": {"value": "nowhere"}}]}
-FAST_GUARD = "{interval: 200ms, window: 2s, min_requests: 20, error_for: 600ms, latency_for: 600ms, empty_for: 600ms%s}"
+# The latency rule is not under test here: on a loaded machine a 600 ms spike must not trip it first.
+FAST_GUARD = "{interval: 200ms, window: 2s, min_requests: 20, error_for: 600ms, latency_for: 600ms, max_latency_ratio: 1000, empty_for: 600ms%s}"
 EXPECTED_RBO = rank_biased_overlap(list(range(10)), [0, 1, 2, 3, 4, 5, 6, 10, 11, 12], 10)
 
 
@@ -276,12 +277,15 @@ def test_searches_matching_nothing_on_both_colours_do_not_trip_the_empty_rule_wh
     shadowed = proxies(route(logical, blue, green, 50, shadow="{sample: 1.0}", guard=guard), name="shadowed")
     unshadowed = proxies(route(logical, blue, green, 50, guard=guard), name="unshadowed")
     attackers = green_users(logical, 40)
-    deadline, batch = time.monotonic() + 6, 0
-    while time.monotonic() < deadline:
+    started, batch = time.monotonic(), 0
+    # At least 3 s of both (15 judgements of the 600 ms rule), and until the unshadowed one trips.
+    while time.monotonic() - started < 3 or unshadowed.admin_json()["routes"][logical]["state"] == "active":
         for proxy in (shadowed, unshadowed):
             searches(proxy.url, logical, [f"user-{batch}-{i}" for i in range(40)])
             searches(proxy.url, logical, attackers, body={"query": QUERY, "filter": MATCHES_NOTHING})
         batch += 1
+        if time.monotonic() - started > 30:
+            break
     # The attack works on per-colour shares ...
     assert unshadowed.admin_json()["routes"][logical]["reason"] == "empty_results"
     # ... and not on pairs: green empty where blue is empty too is no evidence against green.
