@@ -1,8 +1,9 @@
-"""What shadow reads cost the proxy: `python -m benchmarks.shadow [--seconds 10] [--passes 2] [--upstream fixed|embedded]`.
+"""What shadow reads cost the proxy: `python -m benchmarks.shadow [--seconds 4] [--rounds 8] [--upstream fixed|embedded]`.
 
 The proxy's route `docs` (10 % green) with no `shadow` block, then `shadow: {sample: S}` for S in
-0, 0.05 and 1.0, under wrk at 16 connections (closed loop), the configurations in ABBA order over
-`--passes` so that slow drift on a shared machine does not pose as a cost. Reports throughput and
+0, 0.05 and 1.0, under wrk at 16 connections (closed loop), medians over
+`--rounds` (one proxy per configuration, all serving; each round runs each once, in rotating
+order), so that drift on a shared machine does not pose as a cost. Reports throughput and
 the proxy's CPU per request (its process tree, from /proc), each as a ratio to the run without a
 shadow block, and what the shadows came to (`bluegreen_shadow_requests_total`). On the fixed
 upstream (nginx answering every search with the same 10 points) the cost is the proxy's own: a
@@ -37,20 +38,15 @@ def shadow_counts(metrics_text: str) -> dict[str, float]:
     return counts
 
 
-def measure(children: Children, workdir: Path, upstream_port: int, options: str, script: Path, seconds: int, connections: int) -> dict:
-    proxy = ProxyUnderTest(children, workdir, upstream_port, route_names(1), route_options=options)
-    endpoint = proxy.start()
-    try:
-        wrk.run(endpoint.url, script, connections, 2)  # warm-up
-        before = shadow_counts(proxy.metrics_text())
-        probe = ResourceProbe(endpoint.child.pid)
-        background = BackgroundLoad()
-        result = wrk.run(endpoint.url, script, connections, seconds)
-        resources = probe.finish(result["requests"] + result["failed_total"])
-        time.sleep(0.5)  # shadows still in flight finish
-        after = shadow_counts(proxy.metrics_text())
-    finally:
-        children.stop(proxy.child)
+def measure(proxy: ProxyUnderTest, endpoint, script: Path, seconds: int, connections: int) -> dict:
+    """One closed-loop run against a proxy already serving."""
+    before = shadow_counts(proxy.metrics_text())
+    probe = ResourceProbe(endpoint.child.pid)
+    background = BackgroundLoad()
+    result = wrk.run(endpoint.url, script, connections, seconds)
+    resources = probe.finish(result["requests"] + result["failed_total"])
+    time.sleep(0.3)  # shadows still in flight finish
+    after = shadow_counts(proxy.metrics_text())
     return {
         "throughput_rps": result["throughput_rps"],
         "failed": result["failed_total"],
@@ -63,9 +59,9 @@ def measure(children: Children, workdir: Path, upstream_port: int, options: str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.shadow", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=4, help="length of one run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--passes", type=int, default=2, help="ABBA passes over the configurations")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds; each runs every configuration once, in rotating order")
     parser.add_argument("--upstream", choices=("fixed", "embedded"), default="fixed")
     parser.add_argument("--points", type=int, default=10_000, help="embedded upstream: points per collection")
     parser.add_argument("--out", help="write the JSON results here")
@@ -84,17 +80,26 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 upstream = start_embedded_upstream(children, workdir, args.points)
             script = wrk.write_script(workdir / "wrk.lua", ["/collections/docs/points/search"], workload.search_bodies(256))
+            # One proxy per configuration, all serving at once; the rounds alternate between them,
+            # so drift in the machine's load hits every configuration alike (medians over rounds).
+            proxies = {}
+            for name, options in CONFIGS.items():
+                proxy = ProxyUnderTest(children, workdir, upstream.port, route_names(1), route_options=options)
+                proxies[name] = (proxy, proxy.start())
+                wrk.run(proxies[name][1].url, script, args.connections, 2)  # warm-up
             order = list(CONFIGS)
-            for index in range(args.passes):
-                for name in order if index % 2 == 0 else order[::-1]:
-                    print(f"[shadow bench] pass {index + 1}: {name}", file=sys.stderr, flush=True)
-                    runs[name].append(measure(children, workdir, upstream.port, CONFIGS[name], script, args.seconds, args.connections))
+            for index in range(args.rounds):
+                shift = index % len(order)
+                for name in order[shift:] + order[:shift]:
+                    print(f"[shadow bench] round {index + 1}: {name}", file=sys.stderr, flush=True)
+                    proxy, endpoint = proxies[name]
+                    runs[name].append(measure(proxy, endpoint, script, args.seconds, args.connections))
         finally:
             children.stop_all()
 
     base_rps = statistics.median(r["throughput_rps"] for r in runs["no shadow block"])
     base_cpu = statistics.median(r["cpu_us_per_request"] for r in runs["no shadow block"])
-    print(f"\n{args.upstream} upstream, {args.connections} connections, {args.seconds} s x {args.passes} passes (medians)\n")
+    print(f"\n{args.upstream} upstream, {args.connections} connections, {args.rounds} rounds of {args.seconds} s (medians)\n")
     print("| route | req/s | ratio | CPU us/request | ratio | shadows compared / dropped per request |")
     print("|---|---|---|---|---|---|")
     summary = {}
