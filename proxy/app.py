@@ -13,6 +13,7 @@ from typing import Awaitable, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
+from proxy.shadow import PairObserver, ShadowSender
 from proxy.state import ProxyState, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH, alias_refusal
@@ -78,14 +79,16 @@ class Request:
     kind: Kind | None = None  # for a path under /collections/{name}
     plain_body: bytes | None = None  # the body with its Content-Encoding undone, once looked at
     lookup_colours: dict[str, str] | None = None  # other routes named in the body: their colours, decided once
+    upstream_seconds: float = 0.0  # the last upstream exchange, send to answer
 
 
 class ProxyApp:
-    def __init__(self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer):
+    def __init__(self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer | PairObserver):
         self.state = state
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
+        self.shadow = ShadowSender(upstream, metrics, observer)
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,7 +146,7 @@ class ProxyApp:
 
         kind = request.kind
         if kind is Kind.READ:
-            if route.settings.guard is not None and request.operation in SEARCH_OPERATIONS:
+            if (route.settings.guard is not None or route.settings.shadow is not None) and request.operation in SEARCH_OPERATIONS:
                 request.headers = _readable_by_the_guard(request.headers)
             forced = route.forced_colour(request.client_headers)
             colour = forced or route.split_colour(self._threshold(route), request.client_headers, request.body)
@@ -244,13 +247,16 @@ class ProxyApp:
     async def _read(self, request: Request, colour: str, forced: bool, send: Send) -> None:
         route = request.route
         outcome = await self._routed(request, colour)
-        if colour == GREEN and not forced and route.settings.failover and _failed(outcome):
+        failed_over = colour == GREEN and not forced and route.settings.failover and _failed(outcome)
+        if failed_over:
             # The client never sees a green failure it can be spared: answer from blue. Never for a
             # forced colour: its body may be made for that colour only (a new embedding model).
             self.metrics.failovers.labels(route.name).inc()
             colour = BLUE
             outcome = await self._routed(request, BLUE, since=time.perf_counter())
         await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), request.started)
+        if route.settings.shadow is not None and not failed_over:  # both colours were just asked
+            self.shadow.after_read(request, colour, forced, outcome)
 
     async def _answer_colour(self, request: Request, send: Send) -> None:
         """`GET /bluegreen/routes/{route}/color`: the colour the split gives this request's key now, for
@@ -326,8 +332,10 @@ class ProxyApp:
     ) -> UpstreamResponse | UpstreamFailure:
         started = request.started if started is None else started
         target = path + b"?" + request.query if request.query else path
+        sent = time.perf_counter()
         try:
             response = await self.upstream.request(request.method, target, request.headers if headers is None else headers, body)
+            request.upstream_seconds = time.perf_counter() - sent
         except UpstreamFailure as failure:
             series.upstream_error(failure.kind)
             series.observe(None, time.perf_counter() - started)

@@ -146,7 +146,8 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     safety = SafetyController(state, metrics, upstream.fetch_json, state_file)
     reloader = ConfigReloader(state, metrics, on_applied=safety.on_config_applied, ignore=safety.owns_file)
 
-    data_server = _Server(_uvicorn_config(ProxyApp(state, upstream, metrics, observer=safety), listen))
+    data_app = ProxyApp(state, upstream, metrics, observer=safety)
+    data_server = _Server(_uvicorn_config(data_app, listen))
     admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin))
     _freeze_start_up_objects(data_server, admin_server)
     stop = asyncio.Event()
@@ -176,6 +177,7 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await safety.flush()
+        await data_app.shadow.close()
         await upstream.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

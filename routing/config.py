@@ -131,6 +131,8 @@ class Guard(_Strict):
     latency_for: Duration = 300.0
     max_empty_excess: float = Field(0.05, ge=0, le=1)
     empty_for: Duration = 120.0
+    min_overlap: float | None = Field(None, ge=0, le=1)  # mean shadow overlap@k; none: the rule is off
+    overlap_for: Duration = 120.0
     action: Literal["rollback", "alert"] = "rollback"
 
     @model_validator(mode="after")
@@ -138,6 +140,12 @@ class Guard(_Strict):
         if self.window < self.interval:
             raise ValueError("window: must be >= interval")
         return self
+
+
+class Shadow(_Strict):
+    sample: float = Field(0.05, ge=0, le=1)  # share of split search-type reads also sent to the other colour
+    k: int = Field(10, ge=1, le=1000)  # compare the top k ids
+    max_inflight: int = Field(32, ge=1)  # shadow requests beyond this are dropped and counted
 
 
 def _percent(value: Any) -> float:
@@ -246,6 +254,7 @@ class Route(_Strict):
     guard: Guard | None = None
     rollout: Rollout | None = None
     preflight: Preflight | None = None
+    shadow: Shadow | None = None
 
     @field_validator("key", mode="before")
     @classmethod
@@ -265,6 +274,17 @@ class Route(_Strict):
         if self.blue == self.green:
             raise ValueError("green: must differ from blue")
         return self
+
+    @model_validator(mode="after")
+    def _overlap_needs_shadow(self) -> "Route":
+        if self.guard is not None and self.guard.min_overlap is not None and not self.shadowed:
+            raise ValueError("guard.min_overlap: needs a `shadow` block with sample > 0 (the comparisons it judges)")
+        return self
+
+    @property
+    def shadowed(self) -> bool:
+        """Some split reads are also sent to the other colour and compared."""
+        return self.shadow is not None and self.shadow.sample > 0
 
 
 class Config(_Strict):
