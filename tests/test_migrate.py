@@ -305,3 +305,133 @@ def test_backfill_progress_bar_on_a_terminal(embedded_upstream, client, names, t
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))  # colours and cursor moves
     assert "300/300 points" in text and "━" in text and "ETA" in text  # rich's bar, not the plain lines
     assert "points/s, ETA" not in text
+
+
+# ---------------------------------------------------------------- validate, promote, decommission, plan
+
+
+@pytest.fixture
+def copied(embedded_upstream, client, names, tmp_path):
+    """A blue of 600 points and its complete copy in green."""
+    blue, green = names
+    ids = make_blue(client, blue, points=600)
+    assert migrate("create-green", "--upstream", embedded_upstream, "--from", blue, "--to", green).returncode == 0
+    done = migrate("backfill", "--upstream", embedded_upstream, "--from", blue, "--to", green,
+                   "--checkpoint", str(tmp_path / "copy.json"), "--stamp", "embedding_version=v2")
+    assert done.returncode == 0, done.stderr
+    return blue, green, ids
+
+
+def check_rows(output: str) -> dict:
+    rows = {}
+    for line in output.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) >= 2 and parts[1] in ("ok", "FAIL"):
+            rows[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
+    return rows
+
+
+def test_validate_passes_then_fails_with_points_deleted_from_green(embedded_upstream, client, copied, tmp_path):
+    blue, green, ids = copied
+    queries = tmp_path / "queries.jsonl"
+    rng = random.Random(3)
+    queries.write_text("".join(json.dumps({"query": [rng.uniform(-1, 1) for _ in range(DIM)], "limit": 10}) + "\n"
+                               for _ in range(5)))
+    base = ["validate", "--upstream", embedded_upstream, "--from", blue, "--to", green, "--sample", "1000"]
+    stamped = migrate(*base)  # the backfill's stamp makes every payload differ unless it is ignored
+    assert stamped.returncode == 1 and check_rows(stamped.stdout)["sample"][0] == "FAIL"
+    assert "(embedding_version)" in check_rows(stamped.stdout)["sample"][1]
+
+    passed = migrate(*base, "--ignore-field", "embedding_version", "--queries", str(queries), "--min-overlap", "0.6")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    rows = check_rows(passed.stdout)
+    assert set(rows) == {"blue_exists", "green_exists", "point_count", "vector_config", "payload_indexes", "sample", "query_overlap"}
+    assert all(result == "ok" for result, _ in rows.values())
+    assert "600 random ids present in green" in rows["sample"][1]  # a sample larger than the collection is all of it
+    assert "lang (keyword), n (integer)" in rows["payload_indexes"][1]
+    assert "all checks passed" in passed.stdout
+
+    removed = [i for i in ids if isinstance(i, int)][:7]
+    client.delete(green, models.PointIdsList(points=removed), wait=True)
+    client.delete_payload_index(green, "n", wait=True)
+    failed = migrate(*base, "--ignore-field", "embedding_version")
+    assert failed.returncode == 1
+    rows = check_rows(failed.stdout)
+    assert rows["point_count"][0] == "FAIL" and "green 593, blue 600" in rows["point_count"][1]
+    assert rows["sample"][0] == "FAIL" and "7 missing in green" in rows["sample"][1]
+    assert rows["payload_indexes"][0] == "FAIL" and "n (integer)" in rows["payload_indexes"][1]
+    assert "FAILED: point_count, payload_indexes, sample" in failed.stdout
+    drift = migrate(*base, "--ignore-field", "embedding_version", "--max-count-drift", "0.02", "--sample", "0")
+    assert check_rows(drift.stdout)["point_count"][0] == "ok"
+
+
+def test_promote_and_promote_back(embedded_upstream, client, copied):
+    blue, green, _ = copied
+    alias = f"{blue}_live"
+    created = migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", blue)
+    assert created.returncode == 0 and f"alias {alias} created -> {blue}" in created.stdout
+    promoted = migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", green)
+    assert promoted.returncode == 0, promoted.stderr
+    assert f"alias {alias}: {blue} -> {green}" in promoted.stdout and f"previous target: {blue}" in promoted.stdout
+    assert f"migrate promote --alias {alias} --to {blue}" in promoted.stdout
+    assert client.get_collection(alias).config.params.vectors.size == DIM
+    assert client.query_points(alias, query=[1.0] * DIM, limit=1, with_payload=True).points[0].payload["embedding_version"] == "v2"
+
+    back = migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", blue)
+    assert back.returncode == 0 and f"alias {alias}: {green} -> {blue}" in back.stdout
+    assert "embedding_version" not in client.query_points(alias, query=[1.0] * DIM, limit=1, with_payload=True).points[0].payload
+    same = migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", blue)
+    assert same.returncode == 0 and "already points at" in same.stdout
+    not_a_collection = migrate("promote", "--upstream", embedded_upstream, "--alias", f"{alias}2", "--to", alias)
+    assert not_a_collection.returncode == 1 and "must point at a collection" in not_a_collection.stderr
+
+
+def test_decommission_refused_then_archives_metadata_and_snapshot_before_deleting(embedded_upstream, client, copied, tmp_path):
+    blue, green, _ = copied
+    alias = f"{blue}_live"
+    archive = tmp_path / "archive"
+    assert migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", blue).returncode == 0
+    by_alias = migrate("decommission", blue, "--upstream", embedded_upstream, "--archive", str(archive), "--yes")
+    assert by_alias.returncode == 1 and f"alias {alias} points at it" in by_alias.stderr
+    assert migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", green).returncode == 0
+
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(f"upstream: {{url: 'http://127.0.0.1:1'}}\nroutes:\n  docs: {{blue: {blue}, green: {green}, green_percent: 100}}\n")
+    by_route = migrate("decommission", blue, "--config", str(config), "--upstream", embedded_upstream,
+                       "--archive", str(archive), "--yes")
+    assert by_route.returncode == 1 and "route docs has it as blue" in by_route.stderr
+
+    dry = migrate("decommission", blue, "--upstream", embedded_upstream, "--archive", str(archive))
+    assert dry.returncode == 1 and "would decommission" in dry.stdout and "pass --yes" in dry.stdout
+    assert client.collection_exists(blue) and not archive.exists()
+
+    done = migrate("decommission", blue, "--upstream", embedded_upstream, "--archive", str(archive), "--yes")
+    assert done.returncode == 0, done.stderr
+    assert not client.collection_exists(blue)
+    [metadata_file] = archive.glob("*.metadata.json")
+    metadata = json.loads(metadata_file.read_text())
+    assert metadata["name"] == blue and metadata["points_count"] == 600 and metadata["aliases"] == []
+    assert metadata["config"]["hnsw_config"]["m"] == 24 and set(metadata["payload_schema"]) == {"lang", "n"}
+    snapshot = archive / metadata["snapshot"]["file"]
+    assert snapshot.is_file() and snapshot.stat().st_size == metadata["snapshot"]["size"]
+    assert str(archive.resolve()) in done.stdout and str(snapshot) in done.stdout
+    # The archive restores: the snapshot holds the collection.
+    restored = f"{blue}_restored"
+    assert client.recover_snapshot(restored, f"file://{snapshot}", wait=True)
+    assert client.count(restored, exact=True).count == 600
+    assert client.get_collection(restored).config.hnsw_config.m == 24
+
+
+def test_plan_sizes_and_backfill_time(embedded_upstream, client, names):
+    blue, _ = names
+    make_blue(client, blue, points=400)
+    done = migrate("plan", "--upstream", embedded_upstream, "--from", blue, "--size", "1024", "--quantization", "binary", "--rate", "100")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"plan for {blue}: 400 points, hnsw m=24" in out
+    assert "payload index lang (keyword): 400 points" in out
+    assert "8 dims, raw 12.5 KiB, quantized (int8) 3.1 KiB" in out  # 400 x 8 x 4 bytes; int8: 1 byte a dimension
+    assert "1024 dims, raw 1.6 MiB, quantized (binary) 50.0 KiB" in out  # 400 x 1024 x 4; 1 bit a dimension
+    assert "400 points at 100 points/s (given): ~4s" in out
+    measured = migrate("plan", "--upstream", embedded_upstream, "--from", blue)
+    assert measured.returncode == 0 and "measured scroll rate" in measured.stdout
