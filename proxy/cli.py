@@ -315,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a self-contained rollout story on the embedded upstream")
     demo.add_argument("--quick", action="store_true", help="the same story in under 30 s")
     demo.set_defaults(func=cmd_demo)
+
+    from proxy.migrate import add_parser as add_migrate_parser
+
+    add_migrate_parser(commands)
     return parser
 
 
