@@ -11,9 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
+from proxy.inference import EmbedFailure, TextInference
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
 from proxy.state import ProxyState, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
+from routing.documents import VectorsFound
 from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify
 from routing.results import readable_accept_encoding
 from routing.rewrite import rewrite_body_collections
@@ -66,14 +68,19 @@ class Request:
     snapshot: Snapshot
     operation: str = UNROUTED_OPERATION
     route: CompiledRoute | None = None
+    vectors: VectorsFound | None = None  # Documents to embed per colour (routes with `embed`)
 
 
 class ProxyApp:
-    def __init__(self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer):
+    def __init__(
+        self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer,
+        inference: TextInference | None = None,
+    ):
         self.state = state
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
+        self.inference = inference  # routes with `embed`
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,14 +123,23 @@ class ProxyApp:
 
         request.route = route
         request.operation, kind = classify(request.method, located[1])
+        pinned = None
+        if route.settings.embed is not None and self.inference is not None:
+            pinned = self.inference.prepare(request)
         if kind is Kind.READ:
             if route.settings.guard is not None and request.operation in SEARCH_OPERATIONS:
                 request.headers = _readable_by_the_guard(request.headers)
             forced = route.forced_colour(request.client_headers)
+            if forced is None and pinned is not None:
+                forced = pinned  # a raw vector only this colour's model could have made
+                self.inference.count_pin(route, pinned)
             colour = forced or route.split_colour(self._threshold(route), request.client_headers, request.body)
             await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
+            if pinned is not None:
+                policy = pinned
+                self.inference.count_pin(route, pinned)
             if policy == "both":
                 await self._write_both(request, send)
             else:
@@ -190,13 +206,22 @@ class ProxyApp:
         """Send the request to `colour`'s physical collection; `since` starts the clock of a retry."""
         route = request.route
         table = request.snapshot.table
-        rewritten = rewrite_body_collections(
-            request.body, lambda name: (r.collection(colour) if (r := table.routes.get(name)) else None)
-        )
-        path = rewrite_path(request.path, route.segment(colour))
         series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
         started = request.started if since is None else since
-        outcome = await self._exchange(request, path, rewritten or request.body, series, started)
+        body = request.body
+        if request.vectors is not None:
+            try:
+                body = await self.inference.body_for(request, colour)
+            except EmbedFailure as failure:
+                seconds = time.perf_counter() - started
+                series.observe(504 if failure.kind == "timeout" else 502, seconds)
+                self.observer.observe(route.name, colour, request.operation, None, seconds)
+                return failure
+        rewritten = rewrite_body_collections(
+            body, lambda name: (r.collection(colour) if (r := table.routes.get(name)) else None)
+        )
+        path = rewrite_path(request.path, route.segment(colour))
+        outcome = await self._exchange(request, path, rewritten or body, series, started)
         seconds = time.perf_counter() - started
         self.observer.observe(route.name, colour, request.operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
         return outcome

@@ -247,8 +247,10 @@ class EmbedderSet:
     def get(self, name: str) -> Embedder | None:
         return self._by_name.get(name)
 
-    def apply(self, settings: Mapping[str, EmbedderSettings]) -> None:
+    def apply(self, settings: Mapping[str, EmbedderSettings]) -> dict[str, asyncio.Future]:
+        """Take a config's `embedders`; returns the loading of each new local model (by name)."""
         current, self._by_name = self._by_name, {}
+        loading = {}
         for name, each in settings.items():
             kept = current.pop(name, None)
             if kept is not None and kept.settings == each:
@@ -257,11 +259,15 @@ class EmbedderSet:
             if kept is not None:
                 current[f"{name} (replaced)"] = kept
             embedder = self._by_name[name] = build_embedder(name, each, self.metrics)
-            _log_warm_failure(embedder.warm(), name)
+            warming = embedder.warm()
+            if warming is not None:
+                _log_warm_failure(warming, name)
+                loading[name] = warming
         for old in current.values():
             task = asyncio.get_running_loop().create_task(old.close(wait=RETIRE_AFTER_SECONDS))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
+        return loading
 
     async def close(self) -> None:
         for task in list(self._retiring):
@@ -271,10 +277,7 @@ class EmbedderSet:
             await embedder.close()
 
 
-def _log_warm_failure(future: asyncio.Future | None, name: str) -> None:
-    if future is None:
-        return
-
+def _log_warm_failure(future: asyncio.Future, name: str) -> None:
     def done(f: asyncio.Future) -> None:
         if not f.cancelled() and f.exception() is not None:
             log.error("embedder %s: its model did not load: %s", name, f.exception())

@@ -50,6 +50,7 @@ class DocumentSite:
     vector: str  # vector name it is for (UNNAMED: the unnamed vector)
     text: str
     model: str  # as the client sent it; the colour's embedder decides, not this
+    original: dict  # the Document as sent, put back where a colour has no embedder for its vector
 
 
 @dataclass(slots=True)
@@ -67,12 +68,17 @@ class VectorsFound:
 
     def fill(self, vectors: dict[str, list[list[float]]]) -> bytes:
         """The body with each Document replaced by its vector (`vectors[name][i]`: the i-th Document for
-        that vector name). Sets and serialises in one go, so one parsed body serves every colour."""
+        that vector name; a name missing from `vectors` keeps its Documents as sent). Sets and serialises
+        in one go, so one parsed body serves every colour."""
         taken: dict[str, int] = {}
         for site in self.sites:
+            embedded = vectors.get(site.vector)
+            if embedded is None:
+                site.holder[site.key] = site.original
+                continue
             index = taken.get(site.vector, 0)
             taken[site.vector] = index + 1
-            site.holder[site.key] = vectors[site.vector][index]
+            site.holder[site.key] = embedded[index]
         return json.dumps(self.document, separators=(",", ":")).encode()
 
 
@@ -118,7 +124,7 @@ class _Collector:
         value = holder[key]
         if isinstance(value, dict):
             if documents and _is_document(value) and value["model"].lower() not in self.passthrough:
-                self.found.sites.append(DocumentSite(holder, key, name, value["text"], value["model"]))
+                self.found.sites.append(DocumentSite(holder, key, name, value["text"], value["model"], value))
         elif isinstance(value, list) and value:
             first = value[0]
             if isinstance(first, (int, float)) and not isinstance(first, bool):
