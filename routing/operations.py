@@ -72,8 +72,12 @@ SEARCH_OPERATIONS = frozenset(
 READ_OPERATIONS = frozenset(op for op, kind in _EXACT.values() if kind is Kind.READ)
 
 # Every label value `operation` can take: bounded, whatever clients send.
-OPERATIONS = frozenset(op for op, _ in _EXACT.values()) | frozenset(_FAMILIES.values()) | {"other"}
 UNROUTED_OPERATION = "passthrough"
+# OPTIONS on a routed collection: a browser's CORS preflight, passed to blue and answered unchanged.
+CORS_PREFLIGHT_OPERATION = "cors_preflight"
+OPERATIONS = (
+    frozenset(op for op, _ in _EXACT.values()) | frozenset(_FAMILIES.values()) | {"other", CORS_PREFLIGHT_OPERATION}
+)
 
 
 def classify(method: str, below_collection: str) -> tuple[str, Kind]:
@@ -89,6 +93,14 @@ def classify(method: str, below_collection: str) -> tuple[str, Kind]:
     return family, (Kind.INFO if method in ("GET", "HEAD") else Kind.ADMIN)
 
 
+def is_write(method: str, kind: Kind | None) -> bool:
+    """Whether a request needs write access: writes and admin calls on a collection; outside any
+    collection (`kind` None), everything but GET and HEAD (alias changes, snapshots, cluster calls)."""
+    if kind is None:
+        return method not in ("GET", "HEAD")
+    return kind is Kind.WRITE or kind is Kind.ADMIN
+
+
 # Writes that address points by id: sending one twice leaves what sending it once does. Filter-
 # addressed forms are not (points written in between would be caught by the second one).
 _ID_ADDRESSED_WRITES = frozenset(
@@ -96,11 +108,12 @@ _ID_ADDRESSED_WRITES = frozenset(
 )
 
 
-def repeatable(method: str, operation: str, kind: Kind | None, body: bytes) -> bool:
+def repeatable(method: str, operation: str, kind: Kind | None, body: bytes | None) -> bool:
     """Whether the request may be sent again when the upstream dropped it unanswered: routed reads and
-    info, upserts (ids are required) and id-addressed writes; of the rest, only GET and HEAD."""
+    info, upserts (ids are required) and id-addressed writes; of the rest, only GET and HEAD.
+    `body` None: not readable as sent (content-encoded), so not known to be id-addressed."""
     if kind is Kind.READ or kind is Kind.INFO or operation == "upsert":
         return True
     if operation in _ID_ADDRESSED_WRITES:
-        return b'"filter"' not in body
+        return body is not None and b'"filter"' not in body
     return method in ("GET", "HEAD")

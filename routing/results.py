@@ -36,6 +36,24 @@ def readable_accept_encoding(value: bytes) -> bytes | None:
     return b", ".join(kept) or None
 
 
+def decoded_body(body: bytes, content_encoding: bytes | None) -> bytes | None:
+    """The body without its Content-Encoding; None for a coding not readable here or a corrupt body."""
+    coding = (content_encoding or b"").strip().lower()
+    try:
+        if not coding or coding == b"identity":
+            return body
+        if coding in (b"gzip", b"x-gzip"):
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if coding == b"deflate":  # zlib-wrapped as the RFC says, or raw as some servers send it
+            try:
+                return zlib.decompress(body)
+            except zlib.error:
+                return zlib.decompress(body, -zlib.MAX_WBITS)
+    except zlib.error:
+        return None
+    return None
+
+
 # How much of an answer is ever decoded. An answer without points is small (a batch of N empty
 # results is about 3N bytes), so one decoding to more than this has points; what is decoded is then
 # scanned, never parsed, and at most this much JSON is parsed on the event loop (about 0.3 ms).

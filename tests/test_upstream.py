@@ -167,15 +167,16 @@ def test_answer_past_max_response_bytes_is_a_502_naming_the_limit(raw):
     assert httpx.get(proxy.url + "/after-large").status_code == 200
 
 
-def test_deeply_nested_body_with_lookup_from_is_a_400_and_one_log_line(raw):
+def test_deeply_nested_body_with_lookup_from_goes_upstream_unchanged_without_an_error(raw):
+    """Too deep to look into (routing.rewrite gives up on RecursionError): Qdrant judges it, as it
+    would any body it cannot read; the proxy neither fails (500) nor logs."""
     upstream, proxy = raw
     body = b'{"lookup_from":{"collection":"docs"},"query":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
     log_before = proxy.server.log()
     answer = httpx.post(proxy.url + "/collections/docs/points/query", content=body)
-    assert answer.status_code == 400
-    assert "nested too deeply" in envelope_error(answer)
-    new_log = proxy.server.log()[len(log_before):]
-    assert "Traceback" not in new_log and new_log.count("\n") <= 1
+    assert answer.status_code == 200
+    assert upstream.seen[-1].body == body
+    assert proxy.server.log()[len(log_before):] == ""
 
 
 def test_websocket_upgrade_is_refused_in_the_envelope(raw):
