@@ -80,19 +80,19 @@ class _LimitedProtocol(HttpToolsProtocol):
             cause = exc.__context__
             self._refuse(cause if isinstance(cause, Refusal) else Refusal(400, f"Wrong input: invalid HTTP request: {exc}"))
             return
-        if self._head_timer is not None:  # still inside a head
+        cycle = self.cycle
+        if cycle is None or cycle.scope is not self.scope:  # inside a head: its fields are not all in
+            if self._head_timer is None:
+                self._start_head_timer()
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(Refusal(431, f"Request header fields too large: over {self.limits.max_header_bytes} bytes (limits.max_header_bytes)"))
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_bytes = 0
-        if self._head_timer is None:
-            self._start_head_timer()
-
     def on_headers_complete(self) -> None:
-        self._stop_head_timer()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._head_bytes = 0
         if len(self.headers) > self.limits.max_header_count:
             raise Refusal(431, f"Request header fields too large: over {self.limits.max_header_count} fields (limits.max_header_count)")
         if self.parser.should_upgrade():

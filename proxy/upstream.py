@@ -10,6 +10,7 @@ pooled connection found dead, timeouts, TLS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -41,6 +42,7 @@ _CONNECTION = b"connection"
 _CONTENT_LENGTH = b"content-length"
 _FRAMING = (b"content-length", b"transfer-encoding")
 _CONNECTION_OPTIONS = frozenset({b"", b"close", b"keep-alive"})
+_PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b"Close", b"Keep-Alive"})  # name no other header
 _UNREACHABLE = "upstream unreachable: connection closed before a response"
 
 
@@ -78,28 +80,16 @@ class _Unsolicited(Exception):
     """The upstream began another response after the one asked for was complete."""
 
 
-def end_to_end(headers: list[tuple[bytes, bytes]], lower: bool) -> list[tuple[bytes, bytes]]:
-    """`headers` without hop-by-hop fields and without the fields a `Connection` header names (RFC
-    9110 7.6.1). `lower`: the names are not known to be lower-case already."""
-    kept = []
-    named = None
-    for name, value in headers:
-        key = name.lower() if lower else name
-        if key in _HOP_BY_HOP:
-            if key == _CONNECTION:
-                tokens = {token.strip().lower() for token in value.split(b",")} - _CONNECTION_OPTIONS
-                named = tokens if named is None else named | tokens
-            continue
-        kept.append((name, value))
-    if named:
-        kept = [(name, value) for name, value in kept if name.lower() not in named]
-    return kept
+def _without_named(headers: list[tuple[bytes, bytes]], connection: bytes) -> list[tuple[bytes, bytes]]:
+    """`headers` without the fields a `Connection` value names (RFC 9110 7.6.1)."""
+    named = {token.strip().lower() for token in connection.split(b",")} - _CONNECTION_OPTIONS
+    return [(name, value) for name, value in headers if name.lower() not in named] if named else headers
 
 
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "transport", "parser", "waiter", "status", "headers", "chunks", "size", "max_size", "keep_alive",
-        "idle_since", "received_any", "head_request", "headers_done", "complete", "closed",
+        "idle_since", "received_any", "head_request", "headers_done", "complete", "closed", "connection",
     )
 
     def __init__(self, max_size: int) -> None:
@@ -122,6 +112,7 @@ class _Connection(asyncio.Protocol):
         self.head_request = False
         self.headers_done = False
         self.complete = False
+        self.connection: bytes | None = None  # the answer's Connection header
 
     # asyncio.Protocol
     def connection_made(self, transport) -> None:
@@ -153,15 +144,15 @@ class _Connection(asyncio.Protocol):
             self._fail(_ClosedBeforeResponse())
 
     # httptools callbacks
-    def on_message_begin(self) -> None:
-        if self.complete:
-            raise _Unsolicited
-
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.headers_done:  # llhttp reports a chunked body's trailer fields here too: dropped
             self.headers.append((name, value))
+            if len(name) == 10 and name.lower() == _CONNECTION:
+                self.connection = value
 
     def on_headers_complete(self) -> None:
+        if self.complete:  # a second answer in the same bytes (its header fields were not kept)
+            raise _Unsolicited
         status = self.status = self.parser.get_status_code()
         if status < 200:
             return  # an interim 1xx response: the real one follows
@@ -220,8 +211,8 @@ class UpstreamClient:
         self._host_header = parts.netloc.encode()
         self._api_key = settings.api_key.encode() if settings.api_key else None
         self._idle: deque[_Connection] = deque()
-        self._slots = asyncio.Semaphore(settings.max_connections)
-        self._waiting = 0  # requests queued for a slot
+        self._free_slots = settings.max_connections
+        self._waiters: deque[asyncio.Future] = deque()  # requests queued for a slot, first come first served
         self._open: set[_Connection] = set()
         self._new_connection = lambda: _Connection(settings.max_response_bytes)
 
@@ -241,7 +232,13 @@ class UpstreamClient:
     def forward_headers(self, scope_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """A client's headers as they go upstream: hop-by-hop and those its `Connection` names dropped,
         its own credentials (if any) kept, and never the proxy's key: that is `own_headers`' alone."""
-        return end_to_end(scope_headers, lower=False)  # the server gives lower-case names
+        headers = [(name, value) for name, value in scope_headers if name not in _HOP_BY_HOP]
+        for name, value in scope_headers:  # the server gives lower-case names
+            if name == _CONNECTION:
+                if value not in _PLAIN_CONNECTION:
+                    headers = _without_named(headers, value)
+                break
+        return headers
 
     def own_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Headers for a request the proxy answers for: its own calls (preflight, ...) and those of
@@ -271,7 +268,10 @@ class UpstreamClient:
         if deadline is None:
             deadline = self.deadline()
         head = self._serialize_head(method, target, headers, len(body))
-        await self._take_slot(deadline)
+        if self._free_slots:  # the common case: no suspension, no queue
+            self._free_slots -= 1
+        else:
+            await self._wait_for_slot(deadline)
         try:
             connection, reused = await self._acquire(deadline)
             try:
@@ -285,27 +285,38 @@ class UpstreamClient:
             except _ClosedBeforeResponse:
                 raise UpstreamFailure("connect", _UNREACHABLE) from None
         finally:
-            self._slots.release()
+            self._release_slot()
 
-    async def _take_slot(self, deadline: float) -> None:
-        """One of upstream.max_connections; past upstream.max_queue waiters, refused at once."""
-        slots = self._slots
-        if not slots.locked():
-            await slots.acquire()  # free: returns without suspending
-            return
-        if self._waiting >= self.settings.max_queue:
+    async def _wait_for_slot(self, deadline: float) -> None:
+        """Queue for one of upstream.max_connections until `deadline`; past upstream.max_queue waiters,
+        refused at once."""
+        if len(self._waiters) >= self.settings.max_queue:
             raise UpstreamFailure(
                 "overloaded",
                 f"Service overloaded: all {self.settings.max_connections} upstream connections busy and "
                 f"{self.settings.max_queue} requests waiting (upstream.max_connections, upstream.max_queue)",
             )
-        self._waiting += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(slots.acquire(), deadline - time.monotonic())
-        except asyncio.TimeoutError:
-            raise self._timed_out() from None
-        finally:
-            self._waiting -= 1
+            await asyncio.wait_for(waiter, deadline - time.monotonic())
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # handed a slot just as it gave up: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # a release may have dropped it already
+                    self._waiters.remove(waiter)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise self._timed_out() from None
+            raise
+
+    def _release_slot(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the longest waiter
+                return
+        self._free_slots += 1
 
     def _timed_out(self) -> UpstreamFailure:
         return UpstreamFailure("timeout", f"upstream did not answer within {self.settings.timeout:g}s (upstream.timeout)")
@@ -376,9 +387,10 @@ class UpstreamClient:
         length = None
         if head_request:
             length = next((v for n, v in connection.headers if n.lower() == _CONTENT_LENGTH), None)
-        response = UpstreamResponse(
-            connection.status, end_to_end(connection.headers, lower=True), b"".join(connection.chunks), length
-        )
+        headers = [(name, value) for name, value in connection.headers if name.lower() not in _HOP_BY_HOP]
+        if connection.connection is not None and connection.connection not in _PLAIN_CONNECTION:
+            headers = _without_named(headers, connection.connection)
+        response = UpstreamResponse(connection.status, headers, b"".join(connection.chunks), length)
         if connection.keep_alive and not connection.closed:
             connection._reset()
             connection.idle_since = time.monotonic()
