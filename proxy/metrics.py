@@ -66,7 +66,7 @@ class Metrics:
             ["route", "color", "collection", "operation"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.upstream_errors = Counter(
-            "bluegreen_upstream_errors", "Upstream failures: timeout, connect (refused/reset/no response) or 5xx.",
+            "bluegreen_upstream_errors", "Upstream failures: timeout, connect (refused/reset/no response), 5xx, too_large or overloaded (shed, 503).",
             ["route", "color", "collection", "kind"], registry=r,
         )
         self.green_percent = Gauge(

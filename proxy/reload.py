@@ -28,7 +28,10 @@ SETTLE_SECONDS = 0.02
 SETTLE_TRIES = 25
 
 # Settings bound at start-up (sockets, the upstream pool); a change is reported, applied on restart.
-RESTART_ONLY = ("listen", "admin.host", "admin.port", "upstream")
+RESTART_ONLY = (
+    "listen", "admin.host", "admin.port", "upstream", "limits.max_connections", "limits.max_header_bytes",
+    "limits.max_header_count", "limits.header_timeout", "limits.idle_timeout",
+)
 
 
 def read_config(path: str | Path) -> tuple[Config, str]:

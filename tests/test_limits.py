@@ -124,3 +124,16 @@ def test_clients_are_served_while_thousands_of_idle_connections_are_open(limited
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_connection_limits_are_bound_at_start_up_and_validated():
+    from proxy.reload import _restart_only_changes
+    from routing.config import ConfigError, parse_config
+
+    base = "upstream: {url: 'http://127.0.0.1:1'}\nroutes: {}\n"
+    changed = parse_config(base + "limits: {header_timeout: 2s, max_connections: 10, max_concurrency: 5}\n")
+    assert _restart_only_changes(parse_config(base), changed) == ["limits.max_connections", "limits.header_timeout"]
+    with pytest.raises(ConfigError, match="limits.max_header_count"):
+        parse_config(base + "limits: {max_header_count: 0}\n")
+    with pytest.raises(ConfigError, match="upstream.max_queue"):
+        parse_config("upstream: {url: 'http://127.0.0.1:1', max_queue: -1}\nroutes: {}\n")
