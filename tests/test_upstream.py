@@ -60,6 +60,10 @@ async def cases(conn: RawConnection) -> None:
             await conn.write(response(200, ENVELOPE_OK, (b"connection: x-secret, keep-alive", b"x-secret: 1", b"x-kept: 1")))
         elif target == b"/unsolicited":
             await conn.write(response(200, b'{"first":1}') + response(200, b'{"GLUED":1}'))
+        elif target == b"/late-byte":  # the start of an answer nobody asked for, once the first is complete
+            await conn.write(response())
+            await asyncio.sleep(0.2)
+            await conn.write(b"HTTP/1.1 200 OK\r\nx-glued: 1\r\n")
         elif target == b"/bad-status":
             await conn.write(b"HTTP/1.1 999 Weird\r\ncontent-length: 2\r\n\r\n{}")
         elif target == b"/large":
@@ -147,6 +151,17 @@ def test_unsolicited_answer_is_not_glued_on_and_closes_that_connection(raw):
         assert after.status_code == 200 and after.content == ENVELOPE_OK
     by_target = {r.request_line.split(b" ")[1]: r.connection for r in upstream.seen}
     assert by_target[b"/after-unsolicited"] != by_target[b"/unsolicited"]
+
+
+def test_unsolicited_bytes_on_an_idle_connection_close_it(raw):
+    upstream, proxy = raw
+    with httpx.Client() as client:
+        assert client.get(proxy.url + "/late-byte").status_code == 200
+        time.sleep(0.6)  # the byte arrives while the connection is idle in the pool
+        after = client.get(proxy.url + "/after-late-byte")
+    assert after.status_code == 200 and after.content == ENVELOPE_OK
+    by_target = {r.request_line.split(b" ")[1]: r.connection for r in upstream.seen}
+    assert by_target[b"/after-late-byte"] != by_target[b"/late-byte"]
 
 
 def test_invalid_status_gives_a_502_in_the_envelope_not_a_second_response(raw):
