@@ -8,6 +8,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY routing ./routing
 COPY proxy ./proxy
+# The lean set: no extras, and bluegreen_dev/ (demo, embedded upstream) is not copied.
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
