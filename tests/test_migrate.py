@@ -8,17 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from pathlib import Path
 
-import httpx
 import pytest
 from qdrant_client import QdrantClient, models
 
 from proxy.migrate.checkpoint import Checkpoint
 from proxy.migrate.layout import green_create_request, same_vector
-from proxy.migrate.validate import overlap
 from tests.faults import clear_faults, set_fault, start_fault_proxy
 from tests.support import REPO_ROOT, qdrant_client, wait_until
 
@@ -159,7 +155,6 @@ def test_vector_comparison_tolerates_float32_noise_only():
     assert not same_vector([0.1, 0.2], [0.1, 0.21])
     assert same_vector({"d": [1.0], "s": {"indices": [1], "values": [0.5]}}, {"d": [1.0], "s": {"indices": [1], "values": [0.5]}})
     assert not same_vector({"d": [1.0]}, {"d": [1.0], "e": [1.0]})
-    assert overlap([1, 2, 3], [3, 2, 9], 3) == pytest.approx(2 / 3) and overlap([], [], 10) == 1.0
 
 
 # ---------------------------------------------------------------- backfill
@@ -435,3 +430,55 @@ def test_plan_sizes_and_backfill_time(embedded_upstream, client, names):
     assert "400 points at 100 points/s (given): ~4s" in out
     measured = migrate("plan", "--upstream", embedded_upstream, "--from", blue)
     assert measured.returncode == 0 and "measured scroll rate" in measured.stdout
+
+
+# ---------------------------------------------------------------- re-embed
+
+
+def test_reembed_backfill_into_a_collection_of_another_dimension(embedded_upstream, client, names, tmp_path):
+    """BLUE holds 8-dim vectors; GREEN gets WordLlama's 256-dim embedding of each point's text."""
+    import asyncio
+
+    from proxy.embedders import build_embedders
+    from routing.config import parse_config
+
+    blue, green = names
+    ids = make_blue(client, blue, points=300)
+    client.upsert(blue, [models.PointStruct(id=999_999, vector=[0.5] * DIM, payload={"lang": "en"})], wait=True)  # no text
+    assert migrate("create-green", "--upstream", embedded_upstream, "--from", blue, "--to", green, "--size", "256").returncode == 0
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(f"upstream: {{url: '{embedded_upstream}'}}\nembedders:\n  small: {{type: local, model: wordllama-256}}\n")
+    args = ["backfill", "--config", str(config), "--from", blue, "--to", green, "--embedder", "small",
+            "--text-field", "text", "--batch", "64", "--checkpoint", str(tmp_path / "c.json"), "--stamp", "embedding_version=wordllama-256"]
+    done = migrate(*args)
+    assert done.returncode == 0, done.stderr
+    assert "re-embedding text with small" in done.stdout and "1 without text in text (not copied)" in done.stdout
+    assert summary(done.stdout) == {"scanned": 301, "written": 300, "identical": 0}
+    assert client.count(green, exact=True).count == 300
+    assert client.get_collection(green).config.params.vectors.size == 256
+
+    sample = retrieve_all(client, green, ids[:20])
+    blue_points = retrieve_all(client, blue, ids[:20])
+    texts = [blue_points[i].payload["text"] for i in ids[:20]]
+
+    async def embed() -> list:
+        embedder = build_embedders(parse_config("embedders:\n  small: {type: local, model: wordllama-256}\n").embedders)["small"]
+        try:
+            return await embedder.embed(texts, "document")
+        finally:
+            await embedder.close()
+
+    expected = asyncio.run(embed())
+    for point_id, vector in zip(ids[:20], expected):
+        assert len(sample[point_id].vector) == 256 and same_vector(sample[point_id].vector, list(vector), tolerance=1e-4)
+        assert sample[point_id].payload == {**blue_points[point_id].payload, "embedding_version": "wordllama-256"}
+    # The text's own embedding finds its point first: these are real model vectors, not copies.
+    found = client.query_points(green, query=list(expected[3]), limit=1).points
+    assert found[0].id == ids[3]
+
+    (tmp_path / "c.json").unlink()
+    again = migrate(*args)  # nothing re-embedded or written on a complete copy
+    assert again.returncode == 0 and summary(again.stdout) == {"scanned": 301, "written": 0, "identical": 300}
+    wrong = migrate("backfill", "--config", str(config), "--from", blue, "--to", blue, "--embedder", "small",
+                    "--text-field", "text", "--checkpoint", str(tmp_path / "w.json"))
+    assert wrong.returncode == 1 and f"gives 256-dim vectors; {blue} expects {DIM}" in wrong.stderr

@@ -10,7 +10,7 @@ import asyncio
 import sys
 
 from proxy.migrate import backfill, create_green, decommission, plan, promote, validate
-from proxy.migrate.client import MigrateError, Target, UpstreamError, add_connection_flags
+from proxy.migrate.client import MigrateError, Target, add_connection_flags
 
 SUBCOMMANDS = (create_green, backfill, validate, promote, decommission, plan)
 

@@ -125,6 +125,9 @@ class Backfill:
             raise MigrateError(str(exc)) from None
         self.vector_size = vector_params(vectors, self.vector_name).get("size")
         self.embedder = build_embedders({self.args.embedder: embedders_config[self.args.embedder]})[self.args.embedder]
+        if self.embedder.dimensions and self.vector_size and self.embedder.dimensions != self.vector_size:
+            raise MigrateError(f"embedder {self.args.embedder} gives {self.embedder.dimensions}-dim vectors; "
+                               f"{self.args.target} expects {self.vector_size}")
 
     # ------------------------------------------------------------ one batch
 
@@ -264,4 +267,9 @@ class Backfill:
 
 async def run(args: argparse.Namespace, target: Target) -> int:
     async with QdrantRest(target) as qdrant:
-        return await Backfill(args, target, qdrant).run()
+        backfill = Backfill(args, target, qdrant)
+        try:
+            return await backfill.run()
+        finally:
+            if backfill.embedder is not None:
+                await backfill.embedder.close()
