@@ -482,3 +482,61 @@ def test_reembed_backfill_into_a_collection_of_another_dimension(embedded_upstre
     wrong = migrate("backfill", "--config", str(config), "--from", blue, "--to", blue, "--embedder", "small",
                     "--text-field", "text", "--checkpoint", str(tmp_path / "w.json"))
     assert wrong.returncode == 1 and f"gives 256-dim vectors; {blue} expects {DIM}" in wrong.stderr
+
+
+def test_backfill_ctrl_c_leaves_the_checkpoint_to_resume_from(embedded_upstream, client, names, tmp_path):
+    blue, green = names
+    ids = make_blue(client, blue, points=600)
+    assert migrate("create-green", "--upstream", embedded_upstream, "--from", blue, "--to", green).returncode == 0
+    checkpoint = tmp_path / "backfill.json"
+    args = ["backfill", "--upstream", embedded_upstream, "--from", blue, "--to", green, "--batch", "50", "--checkpoint", str(checkpoint)]
+    running = subprocess.Popen([sys.executable, "-m", "proxy.cli", "migrate", *args, "--rate", "200"], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["scanned"] >= 100, timeout=60)
+        running.send_signal(signal.SIGINT)
+        _, stderr = running.communicate(timeout=30)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert running.returncode == 130
+    stopped = Checkpoint.load(checkpoint)
+    assert f"backfill interrupted: the checkpoint {checkpoint} is intact: {stopped.scanned} of 600 points done" in stderr
+    assert "Traceback" not in stderr and 100 <= stopped.scanned < 600
+    resumed = migrate(*args)
+    assert resumed.returncode == 0 and f"resuming after {stopped.scanned} points" in resumed.stdout
+    assert_exact_copy(client, blue, green, ids, {})
+
+
+def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path):
+    import argparse
+    import asyncio
+
+    from proxy.migrate.client import MigrateError, QdrantRest, Target
+    from tests.support import ServerProcess, free_port
+
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text("upstream: {url: 'http://127.0.0.1:1', api_key: from-config}\n")
+    flags = lambda **kw: argparse.Namespace(**{"upstream": None, "config": None, "api_key": None, **kw})
+    port = free_port()
+    echo_url = f"http://127.0.0.1:{port}"
+    from_config = Target.from_args(flags(config=str(config)))
+    assert (from_config.url, from_config.api_key) == ("http://127.0.0.1:1", "from-config")
+    target = Target.from_args(flags(config=str(config), upstream=echo_url + "/"))
+    assert (target.url, target.api_key) == (echo_url, "from-config")
+    assert Target.from_args(flags(config=str(config), api_key="from-flag")).api_key == "from-flag"
+    with pytest.raises(MigrateError, match="pass --upstream URL or --config PATH"):
+        Target.from_args(flags())
+    (tmp_path / "embedded.yaml").write_text(f"upstream: {{url: embedded, data_dir: {tmp_path}}}\n")
+    with pytest.raises(MigrateError, match="`embedded`: pass --upstream URL"):
+        Target.from_args(flags(config=str(tmp_path / "embedded.yaml")))
+
+    with ServerProcess([sys.executable, "-m", "tests.echo_upstream", "--port", str(port)], echo_url + "/", tmp_path / "echo.log"):
+        async def call() -> dict:
+            async with QdrantRest(target) as qdrant:
+                return await qdrant.call("GET", "/collections/my%20coll")
+
+        echoed = asyncio.run(call())
+    headers = dict((name.lower(), value) for name, value in echoed["headers"])
+    assert headers["api-key"] == "from-config" and echoed["raw_path"] == "/collections/my%20coll"

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"migrate {args.migrate_command}: interrupted", file=sys.stderr)
-        return 130
+        return 130  # 128 + SIGINT, as shells report it
     except OSError as exc:  # includes httpx's transport errors' causes and file errors
         print(f"migrate {args.migrate_command}: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -249,6 +250,11 @@ class Backfill:
                 progress.advance(scanned)
                 if args.rate:
                     await asyncio.sleep(max(0.0, started + settled / args.rate - time.monotonic()))
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task, then raises KeyboardInterrupt
+            progress.close()
+            print(f"backfill interrupted: the checkpoint {self.checkpoint_path} is intact: {checkpoint.scanned} of "
+                  f"{total} points done. Run the same command to resume.", file=sys.stderr, flush=True)
+            raise
         except BackfillStopped as exc:
             progress.close()
             raise MigrateError(
