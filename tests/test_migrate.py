@@ -509,7 +509,8 @@ def test_backfill_ctrl_c_leaves_the_checkpoint_to_resume_from(embedded_upstream,
     assert_exact_copy(client, blue, green, ids, {})
 
 
-def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path):
+def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path, monkeypatch):
+    monkeypatch.delenv("QDRANT_API_KEY", raising=False)
     import argparse
     import asyncio
 
