@@ -9,14 +9,19 @@ index, a ~100-byte text field), then times the real CLI as a subprocess:
   nothing written: the cost of making sure a copy is complete);
 - re-embed (when the local models of the `embed` extra are installed): the text field embedded with
   each local model into a collection of that model's dimension.
-Points/s is the command's own figure (points scanned / wall time of the scan). One run, one machine:
-compare the lines with each other, not with another machine.
+Points/s is the command's own figure (points scanned / wall time of the scan); on a shared machine it
+follows the load, so each line also gives the CPU-seconds per 1,000 points spent by the command and
+by the upstream (getrusage and /proc), which do not. One run, one machine: compare the lines with each
+other, not with another machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -26,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.children import LOOPBACK, REPO_ROOT, Children, free_port
+from benchmarks.children import LOOPBACK, REPO_ROOT, Children, cpu_seconds, free_port
 
 WORDS = ("vector search moves traffic from a live blue collection to a new green one a few percent at a time "
          "sticky per user with instant rollback when the model changes").split()
@@ -46,6 +51,11 @@ def fill_blue(url: str, name: str, points: int, dim: int) -> None:
                       "payload": {"lang": rng.choice(["en", "de"]), "text": " ".join(rng.choices(WORDS, k=14))}}
                      for i in range(start, min(points, start + 1000))]
             http.put(f"/collections/{name}/points?wait=true", json={"points": batch}).raise_for_status()
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def migrate(*args: str) -> tuple[float, str]:
@@ -76,14 +86,23 @@ def run(points: int, dim: int, workdir: Path) -> list[dict]:
     try:
         port = free_port()
         url = f"http://{LOOPBACK}:{port}"
-        children.start("upstream", [sys.executable, "-m", "bluegreen_dev.embedded", "--data", str(workdir / "data"),
+        upstream = children.start("upstream", [sys.executable, "-m", "bluegreen_dev.embedded", "--data", str(workdir / "data"),
                                     "--host", LOOPBACK, "--port", str(port)], ready_url=url + "/")
         fill_blue(url, "blue", points, dim)
         migrate("create-green", "--upstream", url, "--from", "blue", "--to", "green")
+
+        def measured(mode: str, corpus: int, size: int, *args: str) -> None:
+            """One backfill: wall-clock rate, and CPU-seconds per 1,000 points of the command and the upstream."""
+            cli_before, upstream_before, load = children_cpu(), cpu_seconds(upstream.pid), os.getloadavg()[0]
+            rate, line = migrate("backfill", *args)
+            cli, up = children_cpu() - cli_before, cpu_seconds(upstream.pid) - upstream_before
+            results.append({"mode": mode, "points": corpus, "dim": size, "points_per_s": rate, "line": line,
+                            "cli_cpu_per_1000": cli * 1000 / corpus, "upstream_cpu_per_1000": up * 1000 / corpus,
+                            "load_average": load})
+
         for mode in ("copy", "rescan"):
-            checkpoint = workdir / f"{mode}.json"
-            rate, line = migrate("backfill", "--upstream", url, "--from", "blue", "--to", "green", "--checkpoint", str(checkpoint))
-            results.append({"mode": mode, "points": points, "dim": dim, "points_per_s": rate, "line": line})
+            measured(mode, points, dim, "--upstream", url, "--from", "blue", "--to", "green",
+                     "--checkpoint", str(workdir / f"{mode}.json"))
         if local_models_available():
             config = workdir / "bluegreen.yaml"
             config.write_text(f"upstream: {{url: '{url}'}}\nembedders:\n" + "".join(
@@ -94,15 +113,15 @@ def run(points: int, dim: int, workdir: Path) -> list[dict]:
                 if source != "blue":
                     fill_blue(url, source, corpus, dim)
                 migrate("create-green", "--upstream", url, "--from", source, "--to", f"green_{name}", "--size", str(size))
-                rate, line = migrate("backfill", "--config", str(config), "--from", source, "--to", f"green_{name}",
-                                     "--embedder", name, "--text-field", "text", "--checkpoint", str(workdir / f"{name}.json"))
-                results.append({"mode": f"re-embed {model}", "points": corpus, "dim": size, "points_per_s": rate, "line": line})
+                measured(f"re-embed {model}", corpus, size, "--config", str(config), "--from", source, "--to", f"green_{name}",
+                         "--embedder", name, "--text-field", "text", "--checkpoint", str(workdir / f"{name}.json"))
     finally:
         children.stop_all()
     return results
 
 
 def main() -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the embedders' import turns on INFO logging
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=20000)
     parser.add_argument("--dim", type=int, default=384)
@@ -115,9 +134,11 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"backfill-{stamp}.json").write_text(json.dumps({"time": stamp, "results": results}, indent=1))
-    lines = [f"# Backfill throughput, {stamp} (embedded upstream, {Path('/proc/cpuinfo').read_text().count('processor')} CPUs)", "",
-             "| mode | points | dims | points/s |", "|---|---|---|---|"]
-    lines += [f"| {r['mode']} | {r['points']} | {r['dim']} | {r['points_per_s']:.0f} |" for r in results]
+    lines = [f"# Backfill throughput, {stamp} (embedded upstream, {os.cpu_count()} CPUs shared with other work)", "",
+             "| mode | points | dims | points/s (wall) | CPU-s per 1,000 points: command / upstream | load average |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['mode']} | {r['points']} | {r['dim']} | {r['points_per_s']:.0f} | "
+              f"{r['cli_cpu_per_1000']:.2f} / {r['upstream_cpu_per_1000']:.2f} | {r['load_average']:.1f} |" for r in results]
     (out / "backfill-latest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"({time.time() - started:.0f} s)")

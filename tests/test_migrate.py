@@ -388,6 +388,8 @@ def test_decommission_refused_then_archives_metadata_and_snapshot_before_deletin
     assert migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", blue).returncode == 0
     by_alias = migrate("decommission", blue, "--upstream", embedded_upstream, "--archive", str(archive), "--yes")
     assert by_alias.returncode == 1 and f"alias {alias} points at it" in by_alias.stderr
+    through_alias = migrate("decommission", alias, "--upstream", embedded_upstream, "--archive", str(archive), "--yes")
+    assert through_alias.returncode == 1 and f"{alias} is an alias (of {blue}), not a collection" in through_alias.stderr
     assert migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", green).returncode == 0
 
     config = tmp_path / "bluegreen.yaml"
