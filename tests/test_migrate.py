@@ -543,3 +543,18 @@ def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path, monkeypatc
         echoed = asyncio.run(call())
     headers = dict((name.lower(), value) for name, value in echoed["headers"])
     assert headers["api-key"] == "from-config" and echoed["raw_path"] == "/collections/my%20coll"
+
+
+def test_reembed_with_an_unreachable_embedding_service_stops_after_its_retries(embedded_upstream, client, names, tmp_path):
+    blue, green = names
+    make_blue(client, blue, points=100)
+    assert migrate("create-green", "--upstream", embedded_upstream, "--from", blue, "--to", green, "--size", "64").returncode == 0
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(f"upstream: {{url: '{embedded_upstream}'}}\nembedders:\n"
+                      "  svc: {type: openai, url: 'http://127.0.0.1:1/v1', model: m, dimensions: 64, timeout: 2s}\n")
+    stopped = migrate("backfill", "--config", str(config), "--from", blue, "--to", green, "--embedder", "svc",
+                      "--text-field", "text", "--retries", "1", "--checkpoint", str(tmp_path / "c.json"))
+    assert stopped.returncode == 1
+    assert "embedding 100 texts with svc failed after 2 attempts: embedder `svc`" in stopped.stderr
+    assert "Run the same command to resume" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert client.count(green, exact=True).count == 0

@@ -18,11 +18,15 @@ from typing import Any, Awaitable, Callable
 
 import httpx
 
+from proxy.embedders import EmbedderError
 from proxy.migrate.checkpoint import Checkpoint, fingerprint
 from proxy.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
 from proxy.migrate.layout import LayoutError, payload_differences, pick_vector, same_vector, vector_params, vectors_of
 from proxy.migrate.progress import Progress
 
+# An embedder that cannot load its model, answers the wrong dimension or was closed will not recover
+# by waiting; timeouts, connection failures and error statuses of a service may.
+PERMANENT_EMBEDDER_FAILURES = frozenset({"model", "dimensions", "closed"})
 FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 10.0
 
@@ -111,11 +115,9 @@ class Backfill:
         return checkpoint
 
     async def prepare_reembed(self, green_info: dict) -> None:
-        try:
-            from proxy.embedders import build_embedders
-        except ImportError as exc:
-            raise MigrateError(f"re-embed needs the embedders of issue 15 (proxy/embedders.py): {exc}") from None
-        embedders_config = getattr(self.target_config, "embedders", None) or {}
+        from proxy.embedders import build_embedders
+
+        embedders_config = self.target_config.embedders
         if self.args.embedder not in embedders_config:
             known = ", ".join(sorted(embedders_config)) or "none"
             raise MigrateError(f"--embedder {self.args.embedder}: not in the config's embedders (it has: {known})")
@@ -143,10 +145,10 @@ class Backfill:
                 error = f"{exc.status} {exc.message}"
             except (httpx.TransportError, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # noqa: BLE001 - an embedder's failure: retried like the upstream's
-                if not self.reembed:
-                    raise
-                error = f"{type(exc).__name__}: {exc}"
+            except EmbedderError as exc:
+                if exc.kind in PERMANENT_EMBEDDER_FAILURES:
+                    raise BackfillStopped(f"{what} failed: {exc}") from None
+                error = str(exc)
             if attempt == self.args.retries:
                 raise BackfillStopped(f"{what} failed after {attempt + 1} attempts: {error}")
             await asyncio.sleep(delay)
@@ -160,7 +162,7 @@ class Backfill:
             return True
         if self.reembed:
             vector = existing.get("vector")
-            return not vector or (self.vector_name and self.vector_name not in vector)
+            return not vector or bool(self.vector_name and self.vector_name not in vector)
         return not same_vector(point.get("vector"), existing.get("vector"))
 
     async def embed(self, points: list[dict]) -> list[dict]:
