@@ -150,6 +150,25 @@ def test_green_create_request_from_a_real_qdrant_info_document():
     models.CreateCollection.model_validate(body)  # what Qdrant's own schema accepts
 
 
+def test_progress_plain_lines_rate_and_eta():
+    import io
+
+    from proxy.migrate.progress import Progress
+
+    now = [100.0]
+    out = io.StringIO()
+    progress = Progress("blue -> green", total=1000, done=200, stream=out, clock=lambda: now[0])
+    now[0] += 2.0
+    progress.advance(100)  # resumed at 200: this run's rate is 100 points in 2 s
+    now[0] += 1.0
+    progress.advance(50)  # within 2 s of the last line: no new line
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "blue -> green: 300/1000 points (30.0%), 50 points/s, ETA 14s"
+    assert lines[1] == "blue -> green: 350/1000 points (35.0%), 50 points/s, ETA 13s"
+    assert len(lines) == 2
+
+
 def test_vector_comparison_tolerates_float32_noise_only():
     assert same_vector([0.1, 0.2], [0.1 + 1e-9, 0.2])
     assert not same_vector([0.1, 0.2], [0.1, 0.21])
@@ -358,6 +377,14 @@ def test_validate_passes_then_fails_with_points_deleted_from_green(embedded_upst
     assert "FAILED: point_count, payload_indexes, sample" in failed.stdout
     drift = migrate(*base, "--ignore-field", "embedding_version", "--max-count-drift", "0.02", "--sample", "0")
     assert check_rows(drift.stdout)["point_count"][0] == "ok"
+
+    # With --config, the route from blue to green brings its preflight expectation.
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(f"upstream: {{url: '{embedded_upstream}'}}\nroutes:\n  docs: {{blue: {blue}, green: {green}, "
+                      "preflight: {expect: {size: 1024, distance: Cosine}}}\n")
+    expected = migrate("validate", "--config", str(config), "--from", blue, "--to", green, "--sample", "0",
+                       "--max-count-drift", "0.02")
+    assert expected.returncode == 1 and check_rows(expected.stdout)["vectors"] == ("FAIL", f"size {DIM}, expected 1024")
 
 
 def test_promote_and_promote_back(embedded_upstream, client, copied):
