@@ -244,7 +244,8 @@ def test_backfill_retries_then_stops_with_the_checkpoint_intact(embedded_upstrea
     args = ["backfill", "--upstream", fault_url, "--from", blue, "--to", green, "--batch", "50",
             "--checkpoint", str(checkpoint), "--retries", "2"]
     try:
-        running = subprocess.Popen([sys.executable, "-m", "proxy.cli", "migrate", *args, "--rate", "200"], cwd=REPO_ROOT,
+        # 100 points/s: 6 s for the 600, ample time to set the fault after the first 100 under load
+        running = subprocess.Popen([sys.executable, "-m", "proxy.cli", "migrate", *args, "--rate", "100"], cwd=REPO_ROOT,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_until(lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["scanned"] >= 100, timeout=60)
