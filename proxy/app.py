@@ -22,7 +22,8 @@ from routing.operations import (
 )
 from routing.results import readable_accept_encoding
 from routing.rewrite import (
-    UndecodableBody, decode_request_body, parse_read_body, referenced_collections, rewrite_body_collections,
+    UndecodableBody, decode_request_body, may_name_collections, parse_read_body, referenced_collections,
+    rewrite_body_collections,
 )
 from routing.table import BLUE, GREEN, CompiledRoute, canonical_path, rewrite_path, split_collection_path
 
@@ -126,15 +127,14 @@ class ProxyApp:
         if located is not None:
             request.operation, request.kind = classify(request.method, located[1])
         request.route = route
-        try:
-            if route is not None and request.kind is Kind.READ:
-                self._plain_body(request)  # a body that may name collections: decoded now, or refused
-            refusal = self._admit(request, located) or self._alias_refusal(request)
-        except UndecodableBody as exc:
-            refusal = 400, f"Wrong input: {exc}"
-        if refusal is not None:
-            await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
-            return
+        if (
+            snapshot.clients is not None or request.canonical == ALIASES_PATH
+            or (route is not None and _CONTENT_ENCODING in request.client_headers)
+        ):  # the plain path skips all of this
+            refusal = self._screen(request, located)
+            if refusal is not None:
+                await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
+                return
         if route is None:
             series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, request.operation)
             outcome = await self._exchange(request, request.path, request.body, series)
@@ -178,6 +178,15 @@ class ProxyApp:
             )
             colours[other.name] = colour
         return colour
+
+    def _screen(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
+        """Checks before forwarding: a coded read body decoded (or refused), clients, alias actions."""
+        try:
+            if request.route is not None and request.kind is Kind.READ:
+                self._plain_body(request)  # decoded now: the rewrite reads it
+            return self._admit(request, located) or self._alias_refusal(request)
+        except UndecodableBody as exc:
+            return 400, f"Wrong input: {exc}"
 
     def _plain_body(self, request: Request) -> bytes:
         """The body as Qdrant will read it (Content-Encoding undone); UndecodableBody when it cannot be."""
@@ -298,7 +307,9 @@ class ProxyApp:
         """Send the request to `colour`'s physical collection; `since` starts the clock of a retry."""
         route = request.route
         body, headers = request.body, request.headers
-        if request.kind is Kind.READ:  # writes go byte for byte, the same bytes to both colours
+        # Writes go byte for byte, the same bytes to both colours. A coded read body was decoded by _screen.
+        plain = body if request.plain_body is None else request.plain_body
+        if request.kind is Kind.READ and may_name_collections(plain):
             table = request.snapshot.table
 
             def physical_for(name: str) -> str | None:
@@ -307,10 +318,10 @@ class ProxyApp:
                     return None
                 return other.collection(colour if other is route else self._lookup_colour(request, other))
 
-            rewritten = rewrite_body_collections(self._plain_body(request), physical_for)
+            rewritten = rewrite_body_collections(plain, physical_for)
             if rewritten is not None:
                 body = rewritten
-                if request.plain_body is not request.body:  # sent decoded: the coding header goes
+                if plain is not request.body:  # sent decoded: the coding header goes
                     headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
         path = rewrite_path(request.canonical, route.segment(colour))
         series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
