@@ -214,7 +214,8 @@ class ProxyApp:
         else:
             collection = request.route.name if request.route is not None else _collection_name(located[0])
             what = request.operation
-        message = grant.refusal(collection, is_write(request.method, request.kind), what)
+        write = is_write(request.method, request.kind, request.operation, request.canonical)
+        message = grant.refusal(collection, write, what)
         if message is None and grant.scoped and request.kind is Kind.READ:
             # A lookup reads another collection: in scope too, as Qdrant would check it.
             for name in referenced_collections(parse_read_body(self._plain_body(request))):

@@ -234,6 +234,12 @@ def test_read_or_write_outside_collections():
     assert is_write("POST", None) and is_write("PUT", None) and is_write("DELETE", None)
 
 
+def test_snapshots_need_write_access_even_to_read():
+    assert is_write("GET", Kind.INFO, classify("GET", "snapshots/s1.snapshot")[0])
+    assert is_write("GET", None, "passthrough", b"/snapshots/full.snapshot")
+    assert not is_write("GET", None, "passthrough", b"/collections")
+
+
 # ---------------------------------------------------------------- bodies
 
 
