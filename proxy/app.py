@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
+from proxy.inference import EmbedFailure, TextInference
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
+from proxy.shadow import PairObserver, ShadowSender
 from proxy.state import ProxyState, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH, alias_refusal
 from routing.clients import Unauthenticated
+from routing.documents import VectorsFound
 from routing.operations import (
     CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write,
 )
@@ -79,14 +82,21 @@ class Request:
     kind: Kind | None = None  # for a path under /collections/{name}
     plain_body: bytes | None = None  # the body with its Content-Encoding undone, once looked at
     lookup_colours: dict[str, str] | None = None  # other routes named in the body: their colours, decided once
+    upstream_seconds: float = 0.0  # the last upstream exchange, send to answer
+    vectors: VectorsFound | None = None  # Documents to embed per colour (routes with `embed`)
 
 
 class ProxyApp:
-    def __init__(self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer):
+    def __init__(
+        self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer | PairObserver,
+        inference: TextInference | None = None,
+    ):
         self.state = state
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
+        self.shadow = ShadowSender(upstream, metrics, observer)
+        self.inference = inference  # routes with `embed`
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,14 +152,23 @@ class ProxyApp:
             return
 
         kind = request.kind
+        pinned = None
+        if route.settings.embed is not None and self.inference is not None:
+            pinned = self.inference.prepare(request)
         if kind is Kind.READ:
-            if route.settings.guard is not None and request.operation in SEARCH_OPERATIONS:
+            if (route.settings.guard is not None or route.settings.shadow is not None) and request.operation in SEARCH_OPERATIONS:
                 request.headers = _readable_by_the_guard(request.headers)
             forced = route.forced_colour(request.client_headers)
+            if forced is None and pinned is not None:
+                forced = pinned  # a raw vector only this colour's model could have made
+                self.inference.count_pin(route, pinned)
             colour = forced or route.split_colour(self._threshold(route), request.client_headers, request.body)
             await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
+            if pinned is not None:
+                policy = pinned
+                self.inference.count_pin(route, pinned)
             if policy == "both":
                 await self._write_both(request, send)
             else:
@@ -254,13 +273,16 @@ class ProxyApp:
     async def _read(self, request: Request, colour: str, forced: bool, send: Send) -> None:
         route = request.route
         outcome = await self._routed(request, colour)
-        if colour == GREEN and not forced and route.settings.failover and _failed(outcome):
+        failed_over = colour == GREEN and not forced and route.settings.failover and _failed(outcome)
+        if failed_over:
             # The client never sees a green failure it can be spared: answer from blue. Never for a
             # forced colour: its body may be made for that colour only (a new embedding model).
             self.metrics.failovers.labels(route.name).inc()
             colour = BLUE
             outcome = await self._routed(request, BLUE, since=time.perf_counter())
         await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), request.started)
+        if route.settings.shadow is not None and not failed_over:  # both colours were just asked
+            self.shadow.after_read(request, colour, forced, outcome)
 
     async def _answer_colour(self, request: Request, send: Send) -> None:
         """`GET /bluegreen/routes/{route}/color`: the colour the split gives this request's key now, for
@@ -308,8 +330,19 @@ class ProxyApp:
         """Send the request to `colour`'s physical collection; `since` starts the clock of a retry."""
         route = request.route
         body, headers = request.body, request.headers
-        # Writes go byte for byte, the same bytes to both colours. A coded read body was decoded by _screen.
-        plain = body if request.plain_body is None else request.plain_body
+        series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
+        started = request.started if since is None else since
+        if request.vectors is not None:
+            try:
+                body = await self.inference.body_for(request, colour)
+            except EmbedFailure as failure:
+                seconds = time.perf_counter() - started
+                series.observe(504 if failure.kind == "timeout" else 502, seconds)
+                self.observer.observe(route.name, colour, request.operation, None, seconds)
+                return failure
+        # Writes go byte for byte (but for embedded Documents), the same bytes to both colours. A
+        # coded read body was decoded by _screen.
+        plain = body if request.vectors is not None or request.plain_body is None else request.plain_body
         if request.kind is Kind.READ and may_name_collections(plain):
             table = request.snapshot.table
 
@@ -325,8 +358,6 @@ class ProxyApp:
                 if plain is not request.body:  # sent decoded: the coding header goes
                     headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
         path = rewrite_path(request.canonical, route.segment(colour))
-        series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
-        started = request.started if since is None else since
         outcome = await self._exchange(request, path, body, series, started, headers)
         seconds = time.perf_counter() - started
         self.observer.observe(route.name, colour, request.operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
@@ -338,8 +369,10 @@ class ProxyApp:
     ) -> UpstreamResponse | UpstreamFailure:
         started = request.started if started is None else started
         target = path + b"?" + request.query if request.query else path
+        sent = time.perf_counter()
         try:
             response = await self.upstream.request(request.method, target, request.headers if headers is None else headers, body)
+            request.upstream_seconds = time.perf_counter() - sent
         except UpstreamFailure as failure:
             series.upstream_error(failure.kind)
             series.observe(None, time.perf_counter() - started)
