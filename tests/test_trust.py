@@ -458,6 +458,17 @@ def test_collection_info_honours_a_forced_colour(model_change):
     forced.close()
 
 
+def test_a_browser_preflight_is_answered_by_the_upstream(model_change):
+    proxy, _, logical, _, _ = model_change
+    response = httpx.request("OPTIONS", f"{proxy.url}/collections/{logical}/points/query", headers={
+        "origin": "https://app.example", "access-control-request-method": "POST",
+        "access-control-request-headers": "x-user-id, content-type",
+    })
+    assert response.status_code < 300
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert response.headers["access-control-allow-headers"] == "x-user-id, content-type"
+
+
 def test_an_alias_to_a_logical_collection_is_refused(model_change):
     proxy, direct, logical, blue, _ = model_change
     client = qdrant_client(proxy.url)
