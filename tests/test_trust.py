@@ -321,6 +321,18 @@ def test_anonymous_access_for_a_trusted_network(tmp_path_factory, echo):
         proxy.stop()
 
 
+def test_keys_rotate_with_a_config_reload(tmp_path_factory, echo):
+    proxy = _proxy(tmp_path_factory, "rotate", echo, extra_yaml="clients: {api_keys: [{key: old-key, access: r}]}\n")
+    try:
+        assert _status(proxy, "POST", "/collections/docs/points/query", {"api-key": "old-key"})[0] == 200
+        proxy.extra_yaml = "clients: {api_keys: [{key: new-key, access: r}]}\n"
+        proxy.write_routes(ROUTES)
+        wait_until(lambda: _status(proxy, "POST", "/collections/docs/points/query", {"api-key": "new-key"})[0] == 200, timeout=10)
+        assert _status(proxy, "POST", "/collections/docs/points/query", {"api-key": "old-key"})[0] == 401
+    finally:
+        proxy.stop()
+
+
 def test_secrets_stay_out_of_logs_and_admin(guarded_proxy):
     _status(guarded_proxy, "POST", "/collections/docs/points/query", {"api-key": "reader-key"})
     _status(guarded_proxy, "POST", "/collections/docs/points/query", {"api-key": "wrong-guess-key"})
