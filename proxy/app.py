@@ -199,11 +199,13 @@ class ProxyApp:
         return colour
 
     def _screen(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
-        """Checks before forwarding: a coded read body decoded (or refused), clients, alias actions."""
+        """Checks before forwarding: clients (a 401 before anything else), a coded read body decoded
+        (or refused), alias actions."""
         try:
-            if request.route is not None and request.kind is Kind.READ:
+            refusal = self._admit(request, located)
+            if refusal is None and request.route is not None and request.kind is Kind.READ:
                 self._plain_body(request)  # decoded now: the rewrite reads it
-            return self._admit(request, located) or self._alias_refusal(request)
+            return refusal or self._alias_refusal(request)
         except UndecodableBody as exc:
             return 400, f"Wrong input: {exc}"
 

@@ -321,6 +321,19 @@ def test_anonymous_access_for_a_trusted_network(tmp_path_factory, echo):
         proxy.stop()
 
 
+def test_credentials_are_checked_before_the_body(guarded_proxy, echo):
+    url = "/collections/docs/points/query"
+    coded = {"content-encoding": "gzip"}
+    assert _status(guarded_proxy, "POST", url, coded, b"not gzip")[0] == 401
+    assert _status(guarded_proxy, "POST", url, {**coded, "api-key": "reader-key"}, b"not gzip")[0] == 400
+    received(echo, clear=True)
+    lookup = gzip.compress(b'{"query":[1],"lookup_from":{"collection":"docs"}}')
+    assert _status(guarded_proxy, "POST", url, {**coded, "api-key": "reader-key", "x-bluegreen-color": "green"}, lookup)[0] == 200
+    record = only_received(echo)[0]
+    assert json.loads(record["body"])["lookup_from"]["collection"] == "docs_v2"
+    assert record["header"]["api-key"] == MASTER_KEY
+
+
 def test_keys_rotate_with_a_config_reload(tmp_path_factory, echo):
     proxy = _proxy(tmp_path_factory, "rotate", echo, extra_yaml="clients: {api_keys: [{key: old-key, access: r}]}\n")
     try:
