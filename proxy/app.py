@@ -18,7 +18,7 @@ from proxy.shadow import PairObserver, ShadowSender
 from proxy.state import ProxyState, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH, alias_refusal
-from routing.clients import Unauthenticated
+from routing.clients import Unauthenticated, is_health_probe
 from routing.documents import VectorsFound
 from routing.operations import (
     CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write,
@@ -224,6 +224,9 @@ class ProxyApp:
         the proxy's key. Without it, nothing: the client's own credential goes upstream as sent."""
         policy = request.snapshot.clients
         if policy is None:
+            return None
+        if is_health_probe(request.canonical):  # as Qdrant: no credential checked, none sent
+            request.headers = without_client_credentials(request.headers)
             return None
         grant = policy.authenticate(
             request.client_headers.get(b"api-key"), request.client_headers.get(b"authorization"), time.time()

@@ -279,6 +279,8 @@ def _status(proxy: RunningProxy, method: str, path: str, headers: dict, body: by
         ("listing needs a credential", "GET", "/collections", {}, 401, "needs a credential"),
         ("listing with any credential", "GET", "/collections", {"api-key": "ingest-key"}, 200, ""),
         ("version needs a credential", "GET", "/", {}, 401, "needs a credential"),
+        ("health probes need none, as at Qdrant", "GET", "/healthz", {}, 200, ""),
+        ("readiness probe needs none", "GET", "/readyz", {}, 200, ""),
         ("reader downloads a snapshot", "GET", "/collections/docs/snapshots/s.snapshot", {"api-key": "reader-key"}, 403, "needs rw"),
         ("reader lists full snapshots", "GET", "/snapshots", {"api-key": "reader-key"}, 403, "needs rw"),
         ("writer lists full snapshots", "GET", "/snapshots", {"api-key": "writer-key"}, 200, ""),
@@ -296,6 +298,8 @@ def test_auth_matrix(guarded_proxy, echo, case, method, path, headers, status, s
     assert says in message
     if status != 200:
         assert received(echo) == []  # refused at the proxy: the upstream never saw it
+    elif path in ("/healthz", "/readyz"):  # no credential checked: none sent, not the proxy's key either
+        assert not {"api-key", "authorization"} & set(only_received(echo)[0]["header"])
     elif not path.startswith("/bluegreen/"):
         for record in received(echo):  # accepted: the proxy's key, never the client's credential
             assert record["header"].get("api-key") == MASTER_KEY
