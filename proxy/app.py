@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
-from proxy.state import ProxyState, Snapshot
+from proxy.live import LiveConfig, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
 from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify
 from routing.results import readable_accept_encoding
@@ -38,7 +38,9 @@ class Observer(Protocol):
 
 
 class BodyTooLarge(Exception):
-    pass
+    def __init__(self, limit: int):
+        super().__init__(limit)
+        self.limit = limit
 
 
 class ClientGone(Exception):
@@ -69,8 +71,8 @@ class Request:
 
 
 class ProxyApp:
-    def __init__(self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer):
-        self.state = state
+    def __init__(self, live: LiveConfig, upstream: UpstreamClient, metrics: Metrics, observer: Observer):
+        self.live = live
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
@@ -83,15 +85,14 @@ class ProxyApp:
             await self._handle(scope, receive, send, started)
         except ClientGone:
             return
-        except BodyTooLarge:
-            limit = self.state.snapshot.config.limits.max_body_bytes
-            await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {limit} bytes (limits.max_body_bytes)", started))
+        except BodyTooLarge as exc:
+            await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {exc.limit} bytes (limits.max_body_bytes)", started))
         except Exception:  # noqa: BLE001 - the process must keep serving whatever one request does
             log.exception("internal error handling %s %s", scope.get("method"), scope.get("path"))
             await _respond(send, 500, [_JSON], error_body("Service internal error: bluegreen-proxy failed to handle the request", started))
 
     async def _handle(self, scope: dict, receive: Receive, send: Send, started: float) -> None:
-        snapshot = self.state.snapshot
+        snapshot = self.live.snapshot  # the one read: config, table and effective split together
         request = Request(
             method=scope["method"],
             path=scope.get("raw_path") or scope["path"].encode(),
@@ -120,7 +121,7 @@ class ProxyApp:
             if route.settings.guard is not None and request.operation in SEARCH_OPERATIONS:
                 request.headers = _readable_by_the_guard(request.headers)
             forced = route.forced_colour(request.client_headers)
-            colour = forced or route.split_colour(self._threshold(route), request.client_headers, request.body)
+            colour = forced or route.split_colour(_threshold(request.snapshot, route), request.client_headers, request.body)
             await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
@@ -134,9 +135,6 @@ class ProxyApp:
             await _send_outcome(send, outcome, _colour_headers(BLUE, route.blue), started)
         else:
             await _respond(send, 400, [_JSON], error_body(_refusal(route, request.operation), started))
-
-    def _threshold(self, route: CompiledRoute) -> int:
-        return self.state.thresholds.get(route.name, route.configured_threshold)
 
     async def _read(self, request: Request, colour: str, forced: bool, send: Send) -> None:
         route = request.route
@@ -167,7 +165,7 @@ class ProxyApp:
             message = f"Wrong input: send the route's key ({sources}): the colour is decided per key"
             await _respond(send, 400, [_JSON], error_body(message, started))
             return
-        threshold = self._threshold(route)
+        threshold = _threshold(request.snapshot, route)
         colour = route.split_colour(threshold, request.client_headers, b"")
         collection = route.collection(colour)
         decision = {"route": route.name, "color": colour, "collection": collection, "effective_green_percent": threshold / 100}
@@ -216,6 +214,11 @@ class ProxyApp:
             series.upstream_error("5xx")
         series.observe(response.status, time.perf_counter() - started)
         return response
+
+
+def _threshold(snapshot: Snapshot, route: CompiledRoute) -> int:
+    """The route's effective threshold, from the same snapshot the route came from."""
+    return snapshot.thresholds.get(route.name, route.configured_threshold)
 
 
 def _readable_by_the_guard(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -276,14 +279,14 @@ async def _respond(send: Send, status: int, headers: list, body: bytes) -> None:
 async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientGone
     body = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
         return body
     chunks, size = [body], len(body)
     while True:
@@ -293,7 +296,7 @@ async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
