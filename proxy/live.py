@@ -6,10 +6,12 @@ step). Neither ever mutates a snapshot that a request may hold.
 """
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Mapping
 
+from routing.clients import ClientPolicy
 from routing.config import Config
 from routing.table import RouteTable
 
@@ -23,6 +25,10 @@ class Snapshot:
     # Effective green threshold per route (buckets out of 10,000), published by the rollout controller.
     # A plain dict for the hot path's lookup; never mutated once published.
     thresholds: Mapping[str, int]
+    clients: ClientPolicy | None = field(init=False, repr=False)  # compiled from config.clients
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clients", ClientPolicy.compile(self.config.clients))
 
     @classmethod
     def of(cls, config: Config, generation: int, content_hash: str) -> "Snapshot":
@@ -32,7 +38,10 @@ class Snapshot:
         return cls(config, table, generation, content_hash, thresholds)
 
     def with_thresholds(self, thresholds: Mapping[str, int]) -> "Snapshot":
-        return replace(self, thresholds=dict(thresholds))
+        """The same snapshot with another effective split (nothing recompiled)."""
+        published = copy.copy(self)
+        object.__setattr__(published, "thresholds", dict(thresholds))
+        return published
 
 
 @dataclass
