@@ -73,13 +73,14 @@ class ConfigReloader:
         self._failed_hash: str | None = None
         self._unreadable: str | None = None  # the read error last reported
         self._requested = False
+        self._requested_task: asyncio.Task | None = None  # referenced: the loop keeps only a weak one
 
     def request(self, trigger: str) -> None:
         """Reload soon (SIGHUP): however many requests arrive, at most one waits behind a running reload."""
         if self._requested:
             return
         self._requested = True
-        asyncio.get_running_loop().create_task(self.reload(trigger, requested=True))
+        self._requested_task = asyncio.get_running_loop().create_task(self.reload(trigger, requested=True))
 
     async def reload(self, trigger: str, requested: bool = False) -> bool:
         """Re-read the file; apply it if its content changed and it is valid. True if applied.

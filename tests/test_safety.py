@@ -269,7 +269,8 @@ def test_staged_walk_needs_healthy_evidence_to_step(collections, proxies):
     status = proxy.admin_json()["routes"][logical]
     assert status["effective_green_percent"] == 100 and status["step"]["index"] == 2
     assert drive(proxy.url, logical, 30) == {"200/green": 30}
-    assert saved_record(proxy.config_path.with_name("bluegreen.state.json"), logical)["step_index"] == 2
+    state_file = proxy.config_path.with_name("bluegreen.state.json")  # written just after the step, by a thread
+    wait_until(lambda: saved_record(state_file, logical)["step_index"] == 2, timeout=3)
 
 
 def test_trip_during_walk_stops_it(collections, faulty_upstream, proxies):
