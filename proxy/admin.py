@@ -80,7 +80,7 @@ def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "SafetyControlle
     async def readyz(request: Request) -> Response:
         # Ready means "serving": a failed preflight only keeps green dark and an unwritable state
         # file only stops decisions from being kept, so both are reported, not fatal.
-        error = await safety.shared.probe()
+        error = await safety.state_file_problem()
         state_file = {"path": str(safety.state_file.path), "writable": error is None, "error": error}
         return JSONResponse({
             "ready": True, "generation": live.snapshot.generation, "state_file": state_file,

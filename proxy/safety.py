@@ -119,6 +119,10 @@ class SafetyController:
     async def flush(self) -> None:
         await self.shared.flush()
 
+    async def state_file_problem(self) -> str | None:
+        """Why decisions cannot be kept now (the state file cannot be written), or None."""
+        return await self.shared.probe()
+
     # ------------------------------------------------------------ the clock loop
 
     async def run(self, stop: asyncio.Event) -> None:
