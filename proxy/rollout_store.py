@@ -222,7 +222,7 @@ class SharedRollouts:
                 self.error = str(exc)
                 return  # retried at the next change or sync
             if self.error is not None:
-                log.warning("state file %s written again", self.file.path)
+                log.info("state file %s written again", self.file.path)
             self.error = None
             now = self.current()
             for (name, fingerprint), record in stored.items():
