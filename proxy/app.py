@@ -16,17 +16,18 @@ from urllib.parse import unquote_to_bytes
 from proxy.inference import EmbedFailure, TextInference
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
 from proxy.shadow import PairObserver, ShadowSender
-from proxy.state import ProxyState, Snapshot
+from proxy.live import LiveConfig, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH, alias_refusal
-from routing.clients import Unauthenticated
+from routing.clients import Unauthenticated, is_health_probe
 from routing.documents import VectorsFound
 from routing.operations import (
     CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write, repeatable,
 )
 from routing.results import readable_accept_encoding
 from routing.rewrite import (
-    UndecodableBody, decode_request_body, parse_read_body, referenced_collections, rewrite_body_collections,
+    UndecodableBody, decode_request_body, may_name_collections, parse_read_body, referenced_collections,
+    rewrite_body_collections,
 )
 from routing.table import BLUE, GREEN, CompiledRoute, canonical_path, rewrite_path, split_collection_path
 
@@ -50,7 +51,9 @@ class Observer(Protocol):
 
 
 class BodyTooLarge(Exception):
-    pass
+    def __init__(self, limit: int):
+        super().__init__(limit)
+        self.limit = limit
 
 
 class ClientGone(Exception):
@@ -90,10 +93,10 @@ class Request:
 
 class ProxyApp:
     def __init__(
-        self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer | PairObserver,
+        self, live: LiveConfig, upstream: UpstreamClient, metrics: Metrics, observer: Observer | PairObserver,
         inference: TextInference | None = None,
     ):
-        self.state = state
+        self.live = live
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
@@ -105,7 +108,7 @@ class ProxyApp:
         if scope["type"] != "http":
             return  # lifespan is managed by the server; websockets are not part of Qdrant's API
         started = time.perf_counter()
-        limit = self.state.snapshot.config.limits.max_concurrency
+        limit = self.live.snapshot.config.limits.max_concurrency
         if self.in_flight >= limit:
             await self._shed(send, limit, started)
             return
@@ -114,9 +117,8 @@ class ProxyApp:
             await self._handle(scope, receive, send, started)
         except ClientGone:
             return
-        except BodyTooLarge:
-            limit = self.state.snapshot.config.limits.max_body_bytes
-            await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {limit} bytes (limits.max_body_bytes)", started))
+        except BodyTooLarge as exc:
+            await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {exc.limit} bytes (limits.max_body_bytes)", started))
         except Exception as exc:  # noqa: BLE001 - the process must keep serving whatever one request does
             await _internal_error(scope, send, exc, started)
         finally:
@@ -130,7 +132,7 @@ class ProxyApp:
         await _respond(send, 503, [_JSON], error_body(message, started))
 
     async def _handle(self, scope: dict, receive: Receive, send: Send, started: float) -> None:
-        snapshot = self.state.snapshot
+        snapshot = self.live.snapshot  # the one read: config, table and effective split together
         request = Request(
             method=scope["method"],
             path=scope.get("raw_path") or scope["path"].encode(),
@@ -154,15 +156,14 @@ class ProxyApp:
         if located is not None:
             request.operation, request.kind = classify(request.method, located[1])
         request.route = route
-        try:
-            if route is not None and request.kind is Kind.READ:
-                self._plain_body(request)  # a body that may name collections: decoded now, or refused
-            refusal = self._admit(request, located) or self._alias_refusal(request)
-        except UndecodableBody as exc:
-            refusal = 400, f"Wrong input: {exc}"
-        if refusal is not None:
-            await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
-            return
+        if (
+            snapshot.clients is not None or request.canonical == ALIASES_PATH
+            or (route is not None and _CONTENT_ENCODING in request.client_headers)
+        ):  # the plain path skips all of this
+            refusal = self._screen(request, located)
+            if refusal is not None:
+                await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
+                return
         if route is None:
             request.repeatable = request.method in ("GET", "HEAD")
             series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, request.operation)
@@ -183,7 +184,7 @@ class ProxyApp:
             if forced is None and pinned is not None:
                 forced = pinned  # a raw vector only this colour's model could have made
                 self.inference.count_pin(route, pinned)
-            colour = forced or route.split_colour(self._threshold(route), request.client_headers, request.body)
+            colour = forced or route.split_colour(_threshold(request.snapshot, route), request.client_headers, request.body)
             await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
@@ -202,9 +203,6 @@ class ProxyApp:
         else:
             await _respond(send, 400, [_JSON], error_body(_refusal(route, request.operation), started))
 
-    def _threshold(self, route: CompiledRoute) -> int:
-        return self.state.thresholds.get(route.name, route.configured_threshold)
-
     def _lookup_colour(self, request: Request, other: CompiledRoute) -> str:
         """The colour of another route named in this request's body: that route's own decision for the
         same key (its forced colour, or its effective split), decided once per request."""
@@ -214,10 +212,21 @@ class ProxyApp:
         colour = colours.get(other.name)
         if colour is None:
             colour = other.forced_colour(request.client_headers) or other.split_colour(
-                self._threshold(other), request.client_headers, request.body
+                _threshold(request.snapshot, other), request.client_headers, request.body
             )
             colours[other.name] = colour
         return colour
+
+    def _screen(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
+        """Checks before forwarding: clients (a 401 before anything else), a coded read body decoded
+        (or refused), alias actions."""
+        try:
+            refusal = self._admit(request, located)
+            if refusal is None and request.route is not None and request.kind is Kind.READ:
+                self._plain_body(request)  # decoded now: the rewrite reads it
+            return refusal or self._alias_refusal(request)
+        except UndecodableBody as exc:
+            return 400, f"Wrong input: {exc}"
 
     def _plain_body(self, request: Request) -> bytes:
         """The body as Qdrant will read it (Content-Encoding undone); UndecodableBody when it cannot be."""
@@ -235,6 +244,9 @@ class ProxyApp:
         policy = request.snapshot.clients
         if policy is None:
             return None
+        if is_health_probe(request.canonical):  # as Qdrant: no credential checked, none sent
+            request.headers = without_client_credentials(request.headers)
+            return None
         grant = policy.authenticate(
             request.client_headers.get(b"api-key"), request.client_headers.get(b"authorization"), time.time()
         )
@@ -245,7 +257,8 @@ class ProxyApp:
         else:
             collection = request.route.name if request.route is not None else _collection_name(located[0])
             what = request.operation
-        message = grant.refusal(collection, is_write(request.method, request.kind), what)
+        write = is_write(request.method, request.kind, request.operation, request.canonical)
+        message = grant.refusal(collection, write, what)
         if message is None and grant.scoped and request.kind is Kind.READ:
             # A lookup reads another collection: in scope too, as Qdrant would check it.
             for name in referenced_collections(parse_read_body(self._plain_body(request))):
@@ -318,7 +331,7 @@ class ProxyApp:
             message = f"Wrong input: send the route's key ({sources}): the colour is decided per key"
             await _respond(send, 400, [_JSON], error_body(message, started))
             return
-        threshold = self._threshold(route)
+        threshold = _threshold(request.snapshot, route)
         colour = route.split_colour(threshold, request.client_headers, b"")
         collection = route.collection(colour)
         decision = {"route": route.name, "color": colour, "collection": collection, "effective_green_percent": threshold / 100}
@@ -351,7 +364,10 @@ class ProxyApp:
                 series.observe(504 if failure.kind == "timeout" else 502, seconds)
                 self.observer.observe(route.name, colour, request.operation, None, seconds)
                 return failure
-        if request.kind is Kind.READ:  # writes go byte for byte (but for embedded Documents), the same bytes to both colours
+        # Writes go byte for byte (but for embedded Documents), the same bytes to both colours. A
+        # coded read body was decoded by _screen.
+        plain = body if request.vectors is not None or request.plain_body is None else request.plain_body
+        if request.kind is Kind.READ and may_name_collections(plain):
             table = request.snapshot.table
 
             def physical_for(name: str) -> str | None:
@@ -360,10 +376,10 @@ class ProxyApp:
                     return None
                 return other.collection(colour if other is route else self._lookup_colour(request, other))
 
-            rewritten = rewrite_body_collections(body if request.vectors is not None else self._plain_body(request), physical_for)
+            rewritten = rewrite_body_collections(plain, physical_for)
             if rewritten is not None:
                 body = rewritten
-                if request.plain_body is not request.body:  # sent decoded: the coding header goes
+                if plain is not request.body:  # sent decoded: the coding header goes
                     headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
         path = rewrite_path(request.canonical, route.segment(colour))
         outcome = await self._exchange(request, path, body, series, started, headers)
@@ -397,6 +413,11 @@ class ProxyApp:
 def _collection_name(segment: bytes) -> str:
     """A path segment as the collection name Qdrant reads from it (fully percent-decoded)."""
     return unquote_to_bytes(segment).decode("utf-8", "replace") if b"%" in segment else segment.decode("utf-8", "replace")
+
+
+def _threshold(snapshot: Snapshot, route: CompiledRoute) -> int:
+    """The route's effective threshold, from the same snapshot the route came from."""
+    return snapshot.thresholds.get(route.name, route.configured_threshold)
 
 
 def _readable_by_the_guard(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -484,14 +505,14 @@ async def _internal_error(scope: dict, send: Send, exc: Exception, started: floa
 async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientGone
     body = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
         return body
     chunks, size = [body], len(body)
     while True:
@@ -501,7 +522,7 @@ async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)

@@ -62,6 +62,7 @@ def cmd_check(args) -> int:
         return EXIT_USAGE
     print(f"{args.config}: valid")
     print(f"listen {config.listen.host}:{config.listen.port}  admin {config.admin.host}:{config.admin.port}  upstream {config.upstream.url}")
+    print(_clients_line(config))
     table = RouteTable(config)
     if not table.routes:
         print("no routes: every request passes through unchanged")
@@ -146,6 +147,18 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def _clients_line(config) -> str:
+    """What `clients` checks, without a secret; a warning when a reachable data port checks nothing."""
+    clients = config.clients
+    if clients is None:
+        line = "clients: not authenticated by the proxy (their own credentials pass through; nothing added)"
+        if config.listen.host not in ("127.0.0.1", "localhost", "::1"):
+            line += f"\nWARNING: listen.host {config.listen.host} reaches beyond this machine: add a `clients` block"
+        return line
+    jwt = "jwt HS256" if clients.jwt else "no jwt"
+    return f"clients: {len(clients.api_keys)} api key(s), {jwt}, anonymous {clients.anonymous}"
+
+
 def _safe_admin_url(args) -> str:
     try:
         return _admin_url(args)
@@ -161,7 +174,8 @@ def _route_command(args, action: str, body: dict | None) -> int:
         return EXIT_FAILED
     if status != 200:
         error = document.get("status", {}).get("error", document)
-        print(f"{action} refused ({status}): {error}", file=sys.stderr)
+        verdict = "applied but not persisted" if document.get("persisted") is False else "refused"
+        print(f"{action} {verdict} ({status}): {error}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{args.route}: state {document.get('state')}, effective green {document.get('effective_green_percent'):g}%")
     return EXIT_OK
@@ -179,7 +193,7 @@ def cmd_preflight(args) -> int:
     """The proxy's parity checks, once, for every route (or the named ones): exit 1 if any fails."""
     import asyncio
 
-    from proxy.safety import run_preflight
+    from proxy.preflight import run_preflight
     from proxy.upstream import UpstreamClient, UpstreamFailure
 
     config = _load_config(args.config)
