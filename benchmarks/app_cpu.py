@@ -26,7 +26,10 @@ import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[1])
 from proxy.app import ProxyApp
 from proxy.metrics import Metrics
-from proxy.state import ProxyState
+try:
+    from proxy.live import LiveConfig as ProxyState  # one live snapshot (trees after control's issue 10)
+except ImportError:
+    from proxy.state import ProxyState
 from proxy.upstream import UpstreamClient, UpstreamResponse
 from routing.config import parse_config
 
@@ -35,7 +38,7 @@ config = parse_config("upstream: {url: 'http://127.0.0.1:1'}\nroutes:\n  docs: {
 answer = b'{"result":[],"status":"ok","time":0.001}'
 
 class Stub(UpstreamClient):
-    async def request(self, method, target, headers, body):
+    async def request(self, method, target, headers, body, *rest):  # rest: deadline, repeatable (later trees)
         return UpstreamResponse(200, [(b"content-type", b"application/json")], answer)
 
 class NoObserver:
