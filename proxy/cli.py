@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--port", type=int, default=6334)
     upstream.set_defaults(func=cmd_upstream)
 
-    demo = commands.add_parser("demo", help="a self-contained rollout story on the embedded upstream")
+    demo = commands.add_parser("demo", help="a self-contained model migration (clients send text) on the embedded upstream")
     demo.add_argument("--quick", action="store_true", help="the same story in under 30 s")
     demo.set_defaults(func=cmd_demo)
     return parser
