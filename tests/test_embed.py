@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import sys
 import time
@@ -285,6 +286,12 @@ def test_groups_a_vector_without_an_embedder_and_a_text_free_body(echo_proxy):
     write = {"points": [{"id": 1, "vector": {"dense": {"text": "a", "model": "m"}}}, {"id": 2, "vector": {"text": "b", "model": "m"}}]}
     points = json.loads(sent_up(httpx.put(f"{echo_proxy.url}/collections/gdocs/points", json=write))[1])["points"]
     assert len(points[0]["vector"]["dense"]) == 256 and points[1]["vector"] == {"text": "b", "model": "m"}
+    # A gzip-compressed body is read decoded; it goes up decoded, without the coding header.
+    packed = gzip.compress(json.dumps({"query": {"text": "packed", "model": "m"}, "using": "dense"}).encode())
+    response = httpx.post(f"{echo_proxy.url}/collections/gdocs/points/query", content=packed,
+                          headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert len(json.loads(sent_up(response)[1])["query"]) == 256
+    assert "content-encoding" not in {name.lower() for name, _ in response.json()["result"]["headers"]}
     untouched = b'{"query": [0.5, 0.25],   "limit": 2, "filter": {"must": [{"key": "text", "match": {"text": "x"}}]}}'
     response = httpx.post(f"{echo_proxy.url}/collections/docs/points/query", content=untouched, headers={"content-type": "application/json"})
     assert sent_up(response)[1] == untouched  # no Document: the bytes as sent
