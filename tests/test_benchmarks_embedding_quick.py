@@ -31,7 +31,8 @@ def test_quick_embedding_benchmark_reports_every_scenario_and_leaves_nothing_lis
     for model in results["models"]:
         assert model["alone"]["single_ms"]["p50"] > 0 and model["alone"]["batch_texts_per_s"] > 0
         kinds = {(run["kind"], run["connections"]) for run in model["runs"] if run["requests"] > 0}
-        assert kinds == {("raw vector, direct", 1), ("raw vector, proxy", 1)} | {
+        raw_kinds = ("direct", "proxy, route without embed", "proxy, embed route", "proxy, pinned by size (50 %)")
+        assert kinds == {(f"raw vector, {kind}", 1) for kind in raw_kinds} | {
             (kind, c) for kind in ("text, cache miss", "text, cache hit") for c in results["plan"]["connections"]
         }
         for run in model["runs"]:
