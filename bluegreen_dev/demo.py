@@ -146,6 +146,32 @@ async def _populate(proxy_url: str, sentences: list[str]) -> None:
         await client.close()
 
 
+QUESTION = "Who fixed a bike early in the morning?"
+
+
+async def _one_question_two_models(session: aiohttp.ClientSession, proxy_url: str) -> None:
+    """The same question from a blue user and a green user (found with the proxy's colour endpoint),
+    through qdrant-client: each colour answers with its own model's idea of the nearest sentence."""
+    users: dict[str, str] = {}
+    for number in range(USERS):
+        user = f"user-{number}"
+        async with session.get(f"{proxy_url}/bluegreen/routes/{LOGICAL}/color", headers={"x-user-id": user}) as response:
+            users.setdefault((await response.json())["result"]["color"], user)
+        if len(users) == 2:
+            break
+    print(f'   one question from a blue user and a green user (qdrant-client query_points, models.Document): "{QUESTION}"', flush=True)
+    for colour in ("blue", "green"):
+        client = AsyncQdrantClient(url=proxy_url, cloud_inference=True, prefer_grpc=False, check_compatibility=False,
+                                   timeout=60, headers={"x-user-id": users[colour]})
+        try:
+            [hit] = (await client.query_points(LOGICAL, query=models.Document(text=QUESTION, model=CLIENT_MODEL),
+                                               limit=1, with_payload=True)).points
+        finally:
+            await client.close()
+        embedder = ROUTE_EMBED[colour]
+        print(f"     {colour:<5} ({embedder}, {EMBEDDERS[embedder][0]}): {hit.score:.2f} \"{hit.payload['text']}\"", flush=True)
+
+
 async def _describe(session: aiohttp.ClientSession, upstream: str, name: str) -> tuple[int, int]:
     """(points, vector size) of a physical collection, asked of the upstream itself."""
     async with session.get(f"{upstream}/collections/{name}") as response:
@@ -309,6 +335,8 @@ async def _story(story: Story, workdir: Path) -> int:
                 traffic = await _traffic(session, proxy_url, sentences, story)
                 _print_step(label, traffic, before, _latency_buckets(_metrics(admin_url)))
                 failed += traffic.failed
+                if label == "green 50%":
+                    await _one_question_two_models(session, proxy_url)
             totals = _embedder_totals(_metrics(admin_url))
             print("   embedders (from /metrics): " + "; ".join(
                 f"{name} embedded {each['texts']:.0f} texts in {each['calls']:.0f} model calls, "

@@ -42,6 +42,9 @@ def test_quick_demo_migrates_text_from_minilm_to_wordllama_rolls_back_and_leaves
     assert all(step["exact"] == 100.0 for step in steps.values()), out
     # Latency per collection comes from the proxy's own histogram; the embedders' work from its counters.
     assert re.search(r"articles_minilm: p50\s+[\d.]+ms p95\s+[\d.]+ms\s+articles_wordllama: p50\s+[\d.]+ms p95\s+[\d.]+ms", out), out
+    # One question through qdrant-client from a blue user and a green user: each colour answers from its own model.
+    answers = dict(re.findall(r'^\s+(blue|green)\s+\((minilm|small), [\w.-]+\): 0\.\d\d "[^"]+\."$', out, re.MULTILINE))
+    assert answers == {"blue": "minilm", "green": "small"}, out
     embedded = dict(re.findall(r"(minilm|small) embedded (\d+) texts", out))
     assert int(embedded["minilm"]) >= 240 and int(embedded["small"]) >= 240, out  # at least the corpus, per colour
     assert "5. done: 0 failed requests" in out
