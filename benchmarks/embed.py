@@ -6,7 +6,8 @@ the proxy's and the model's cost) with routes for each local model, with and wit
 - text queries (`{"query": {"text": ...}}`) at 1 and 16 connections (wrk, closed loop), cache miss
   (`cache_size: 0`) and cache hit (a pool of 64 texts, warmed), next to raw-vector queries on a route
   without `embed` (the forwarding cost) and on a route whose colours' sizes differ (the pinning check);
-  added latency over the model's own time = text p50 - raw p50 - model p50;
+  added latency over the model's own time = text mean - raw mean - the model's mean time per call in
+  the proxy during that run (`bluegreen_embed_duration_seconds`, so both are timed at the same moment);
 - raw-vector latency in an open loop (`--rate` requests/s) alone, then while wrk keeps MiniLM busy
   with cache-missing text queries at 4 connections, alternating for `--rounds` rounds (medians), so
   that drift on a shared machine hits both alike: the p50/p99 ratios (target <= 1.2).
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from benchmarks import nginx, workload, wrk
@@ -91,10 +93,30 @@ def model_own_time(model: str, sentences: list[str]) -> dict:
             "batch64_texts_per_s": round(len(batch) / batch_seconds, 1)}
 
 
-def closed(url: str, script: Path, connections: int, seconds: int) -> dict:
+def model_seconds(metrics_url: str, embedder: str) -> tuple[float, float]:
+    """(calls, seconds) of the embedder's model so far, from the proxy's /metrics."""
+    calls = seconds = 0.0
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if f'embedder="{embedder}"' in line:
+                if line.startswith("bluegreen_embed_duration_seconds_count"):
+                    calls = float(line.rsplit(" ", 1)[1])
+                elif line.startswith("bluegreen_embed_duration_seconds_sum"):
+                    seconds = float(line.rsplit(" ", 1)[1])
+    return calls, seconds
+
+
+def closed(url: str, script: Path, connections: int, seconds: int, metrics_url: str | None = None, embedder: str | None = None) -> dict:
     background = BackgroundLoad()
+    before = model_seconds(metrics_url, embedder) if embedder else None
     result = wrk.run(url, script, connections, seconds)
     result["others_cpu_share"] = background.finish()["other_processes_share"]
+    if before is not None:
+        time.sleep(0.5)  # calls wrk left in flight finish
+        calls, spent = model_seconds(metrics_url, embedder)
+        calls, spent = calls - before[0], spent - before[1]
+        result["model_calls"] = calls
+        result["model_ms_per_call"] = round(spent / calls * 1000, 3) if calls else None
     return result
 
 
@@ -141,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             proxy = children.start("proxy", [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
                                    ready_url=f"http://{LOOPBACK}:{admin_port}/healthz", timeout=120)
             url = f"http://{LOOPBACK}:{port}"
+            metrics_url = f"http://{LOOPBACK}:{admin_port}/metrics"
             scripts = {
                 "raw": ("plain", raw_bodies(256)),
                 "raw, pinned by size": ("pin", raw_bodies(256)),
@@ -150,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             for label, (route, bodies) in scripts.items():
                 script = wrk.write_script(workdir / f"{route}-{len(bodies)}.lua", [f"/collections/{route}/points/query"], bodies)
                 closed(url, script, 4, 1)  # warm-up (and the hit pool into the cache)
+                time.sleep(0.5)
+                embedder = route if route in {f"{n}_nocache" for n in MODELS} else None
                 for connections in (1, 16):
                     note(f"{label}, {connections} connections")
-                    result = closed(url, script, connections, args.seconds)
+                    result = closed(url, script, connections, args.seconds, metrics_url, embedder)
                     results["closed_loop"].append({"label": label, "route": route, **result})
 
             raw = raw_bodies(256)
@@ -184,15 +209,19 @@ def print_report(results: dict) -> None:
     print("\nModel's own time (one query, this process): " + ", ".join(
         f"{name} p50 {figures['p50_ms']:.2f} ms (batch of 64: {figures['batch64_texts_per_s']:,.0f} texts/s)" for name, figures in own.items()))
     rows = {(r["label"], r["connections"]): r for r in results["closed_loop"]}
-    print("\n| request | connections | req/s | p50 ms | p99 ms | added p50 over raw | added over raw + model |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| request | connections | req/s | p50 ms | p99 ms | added p50 over raw | model ms per call (texts per call) | added over raw + model (means) |")
+    print("|---|---|---|---|---|---|---|---|")
     for (label, connections), r in rows.items():
         raw = rows[("raw", connections)]
         added = r["latency_ms"]["p50"] - raw["latency_ms"]["p50"]
-        model = next((own[name]["p50_ms"] for name in own if f" {name}, miss" in label), None)
-        over_model = f"{added - model:.2f} ms" if model is not None and connections == 1 else ""
+        model = r.get("model_ms_per_call")
+        model_cell = over_model = ""
+        if model is not None:
+            model_cell = f"{model:.2f} ({(r['requests'] / r['model_calls']) if r['model_calls'] else 0:.1f})"
+            if connections == 1:
+                over_model = f"{r['latency_ms']['mean'] - raw['latency_ms']['mean'] - model:+.2f} ms"
         print(f"| {label} | {connections} | {r['throughput_rps']:,.0f} | {r['latency_ms']['p50']:.2f} | {r['latency_ms']['p99']:.2f} | "
-              f"{added:+.2f} ms | {over_model} |")
+              f"{added:+.2f} ms | {model_cell} | {over_model} |")
     rounds = results["mixed"]
     if rounds:
         def median(side: str, key: str) -> float:
