@@ -77,10 +77,10 @@ def cmd_check(args) -> int:
 
 def _print_embedding(config) -> None:
     """Which model embeds text for each colour of each route with `embed`."""
-    import re
+    from routing.config import url_without_credentials
 
     for name, embedder in config.embedders.items():
-        where = "in process" if embedder.type == "local" else re.sub(r"//[^/@]*@", "//", embedder.url)
+        where = "in process" if embedder.type == "local" else url_without_credentials(embedder.url)
         size = f"{embedder.dimensions} dims" if embedder.dimensions else "dims from its first answer"
         print(f"embedder {name}: {embedder.type} {embedder.model} ({where}, {size})")
     for name, route in config.routes.items():

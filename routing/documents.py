@@ -20,7 +20,6 @@ and sparse vectors are neither Documents nor dense vectors and are left alone.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -110,14 +109,16 @@ def find_vectors(operation: str, body: bytes, passthrough_models: frozenset[str]
     return found
 
 
-# 19 digits in a row may be an integer beyond 64 bits, which orjson would read as a float.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# 19 digits in a row may be an integer beyond 64 bits, which orjson would read as a float. Found by
+# mapping every digit to "0" and looking for 19 of them (a regex takes ~0.5 ms on a 3 KB vector body).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 def _loads(body: bytes) -> tuple[Any, bool]:
     """The parsed body, and whether orjson parsed it. What orjson cannot read exactly (NaN, lone
     surrogates, integers beyond 64 bits) is read by Python's json, and written back by it."""
-    if orjson is not None and not _LONG_DIGITS.search(body):
+    if orjson is not None and _LONG_DIGITS not in body.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(body), True
         except orjson.JSONDecodeError:
