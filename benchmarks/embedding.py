@@ -58,12 +58,15 @@ class Plan:
     mixed_seconds: float
     mixed_connections: int
     mixed_rounds: int  # each round: without text, with half, with saturating text traffic
+    lag_seconds: float  # per condition and round of the in-process loop-lag measurement
 
 
 FULL = Plan(mode="full", seconds=10, warmup_seconds=2, connections=(1, 16), points=5_000, miss_texts=3_000,
-            hit_texts=64, model_alone_texts=300, mixed_rate=200, mixed_seconds=8, mixed_connections=16, mixed_rounds=3)
+            hit_texts=64, model_alone_texts=300, mixed_rate=200, mixed_seconds=8, mixed_connections=16, mixed_rounds=3,
+            lag_seconds=3)
 QUICK = Plan(mode="quick", seconds=1, warmup_seconds=0, connections=(1, 16), points=300, miss_texts=200,
-             hit_texts=16, model_alone_texts=20, mixed_rate=100, mixed_seconds=1.5, mixed_connections=8, mixed_rounds=1)
+             hit_texts=16, model_alone_texts=20, mixed_rate=100, mixed_seconds=1.5, mixed_connections=8, mixed_rounds=1,
+             lag_seconds=0.5)
 
 
 def missing_prerequisites() -> list[str]:
@@ -176,6 +179,64 @@ def model_alone(model: str, texts: list[str]) -> dict:
         "batch_texts_per_s": round(len(texts) / batched, 1),
         "vectors": vectors,
     }
+
+
+def loop_lag(rate: float, seconds: float, rounds: int) -> dict:
+    """The event loop's own delay while the proxy's Embedder (worker thread, micro-batching) embeds
+    MiniLM texts in this process: a 1 ms timer's overshoot, without texts, with texts at `rate`/s and
+    with a flood (everything at once), in interleaved rounds. Other processes cannot pose as the loop
+    being held here: only this process's threads are involved."""
+    import asyncio
+
+    from proxy.embedders import build_embedder
+    from routing.config import Embedder as EmbedderSettings
+
+    async def overshoot(seconds: float) -> list[float]:
+        samples, end = [], time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            samples.append((time.perf_counter() - started - 0.001) * 1000)
+        return samples
+
+    async def measure() -> dict:
+        embedder = build_embedder("lag", EmbedderSettings(type="local", model=MODELS[MIXED_MODEL][0], cache_size=0))
+        await embedder.warm()
+        texts = workload.query_texts(2_000, seed=9)
+        sent = 0
+
+        async def feed(per_second: float | None, seconds: float) -> None:
+            nonlocal sent
+            if per_second is None:  # a flood: as many texts as the model does in `seconds`, all at once
+                batch = [texts[(sent + i) % len(texts)] for i in range(int(seconds * 300))]
+                sent += len(batch)
+                await asyncio.gather(*(embedder.embed([t], "query") for t in batch))
+                return
+            calls, end = [], time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                sent += 1
+                calls.append(asyncio.ensure_future(embedder.embed([texts[sent % len(texts)]], "query")))
+                await asyncio.sleep(1 / per_second)
+            await asyncio.gather(*calls)
+
+        conditions = {NO_TEXT: False, f"texts at {rate:.0f}/s": rate, "a flood of texts": None}
+        samples: dict[str, list[float]] = {label: [] for label in conditions}
+        for _ in range(rounds):
+            for label, per_second in conditions.items():
+                load = None if per_second is False else asyncio.ensure_future(feed(per_second, seconds + 0.2))
+                await asyncio.sleep(0.1)
+                samples[label] += await overshoot(seconds)
+                if load is not None:
+                    await load
+        await embedder.close()
+        result = {}
+        for label, values in samples.items():
+            values.sort()
+            result[label] = {"p50_ms": round(statistics.median(values), 3),
+                             "p99_ms": round(values[min(len(values) - 1, int(0.99 * len(values)))], 3), "samples": len(values)}
+        return result
+
+    return {"rate_rps": rate, "seconds": seconds, "rounds": rounds, "overshoot": asyncio.run(measure())}
 
 
 def embed_counters(metrics_text: str, embedder: str) -> dict[str, float]:
@@ -487,6 +548,12 @@ def markdown(results: dict) -> str:
           r["text"]["throughput_rps"] if r["text"] else None, f"{r['raw']['others_cpu_share']:.0%}"]
          for r in mixed["runs"]],
     ))
+    lag = results["loop_lag"]
+    out += ["", f"## The event loop while MiniLM embeds (in process, {lag['rounds']} interleaved rounds of {lag['seconds']:g} s)", "",
+            "How late a 1 ms timer fires on the loop that drives the proxy's Embedder (worker thread, "
+            "micro-batching), with no other process involved:", ""]
+    out.append(_table(["texts", "overshoot p50", "overshoot p99", "timers"],
+                      [[label, r["p50_ms"], r["p99_ms"], r["samples"]] for label, r in lag["overshoot"].items()]))
     return "\n".join(out) + "\n"
 
 
@@ -535,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
             mixed = bench.mixed(port, text_rps)
         finally:
             children.stop_all()
+    bench.note("the event loop's delay while MiniLM embeds in this process")
+    lag = loop_lag(max(1.0, text_rps / 2), plan.lag_seconds, plan.mixed_rounds)
 
     results = {
         "date": started.isoformat(timespec="seconds"),
@@ -546,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": asdict(plan),
         "models": models,
         "mixed": mixed,
+        "loop_lag": lag,
         "ports": sorted(bench.ports),
     }
     results["targets"] = targets(results)

@@ -50,8 +50,11 @@ def test_quick_embedding_benchmark_reports_every_scenario_and_leaves_nothing_lis
     assert all(r["texts_embedded"] > 0 for r in mixed if r["text"] is not None)
     assert all(r["texts_embedded"] == 0 for r in mixed if r["text"] is None)  # the proxy was idle between runs
 
+    lag = results["loop_lag"]["overshoot"]
+    assert len(lag) == 3 and all(row["samples"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in lag.values())
+
     report = (tmp_path / "embedding-latest-quick.md").read_text()
-    for heading in ("## Targets", "## Per model", "## Runs", "## Mixed"):
+    for heading in ("## Targets", "## Per model", "## Runs", "## Mixed", "## The event loop"):
         assert heading in report
     for port in results["ports"]:
         with socket.socket() as probe:
