@@ -24,15 +24,14 @@ import json
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from proxy.metrics import Metrics
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
 from routing.operations import SEARCH_OPERATIONS
 from routing.overlap import UnreadableResult, overlap_at_k, rank_biased_overlap, ranked_ids_from_body
-from routing.rewrite import rewrite_body_collections
 from routing.shadow import fits, raw_vectors, vector_sizes
-from routing.table import BLUE, GREEN, quote_segment, rewrite_path
+from routing.table import BLUE, GREEN, quote_segment
 
 if TYPE_CHECKING:
     from proxy.app import Request
@@ -50,11 +49,16 @@ class PairObserver(Protocol):
     def observe_pair(self, route: str, overlaps: list[float], green_empty: bool | None, blue_empty: bool | None) -> None: ...
 
 
+# (request, colour) -> (path, body, headers) as that colour's collection gets the request (ProxyApp.upstream_form).
+UpstreamForm = Callable[["Request", str], tuple[bytes, bytes, list[tuple[bytes, bytes]]]]
+
+
 class ShadowSender:
-    def __init__(self, upstream: UpstreamClient, metrics: Metrics, observer: PairObserver):
+    def __init__(self, upstream: UpstreamClient, metrics: Metrics, observer: PairObserver, upstream_form: UpstreamForm):
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
+        self.upstream_form = upstream_form
         self._inflight: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()  # strong references until each finishes
         self._sizes: dict[str, tuple[float, asyncio.Task]] = {}  # collection -> (expires, fetch)
@@ -112,15 +116,11 @@ class ShadowSender:
         other = BLUE if colour == GREEN else GREEN
         if not await self._fits(request, route.collection(colour), route.collection(other)):
             return SKIPPED
-        table = request.snapshot.table
-        body = rewrite_body_collections(
-            request.body, lambda name: (r.collection(other) if (r := table.routes.get(name)) else None)
-        ) or request.body
-        path = rewrite_path(request.path, route.segment(other))
+        path, body, headers = self.upstream_form(request, other)
         target = path + b"?" + request.query if request.query else path
         sent = time.perf_counter()
         try:
-            shadow = await self.upstream.request(request.method, target, request.headers, body)
+            shadow = await self.upstream.request(request.method, target, headers, body)
         except UpstreamFailure as failure:
             log.debug("shadow on %s: no answer: %s", route.collection(other), failure.detail)
             return ERROR
@@ -164,13 +164,14 @@ class ShadowSender:
 
     async def _fits(self, request: "Request", answered: str, other: str) -> bool:
         """False only when a raw vector is known not to fit the `other` collection."""
-        if b"[" not in request.body:
+        body = request.plain_body if request.plain_body is not None else request.body  # Content-Encoding undone
+        if b"[" not in body:
             return True  # no list at all, so no raw vector
         sizes = await self._vector_sizes(other)
         if sizes is None or sizes == await self._vector_sizes(answered):
             return True  # unknown; or the same sizes as the colour that just accepted the request
         try:
-            vectors = raw_vectors(request.operation, json.loads(request.body))
+            vectors = raw_vectors(request.operation, json.loads(body))
         except ValueError:
             return True
         return fits(vectors, sizes)

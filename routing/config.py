@@ -12,12 +12,14 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     Discriminator,
     Tag,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -66,7 +68,7 @@ class Listen(_Strict):
 class Admin(_Strict):
     host: str = "127.0.0.1"  # localhost by default: the admin port can roll a route back
     port: int = Field(ADMIN_DEFAULT_PORT, ge=0, le=65535)
-    token: str | None = None  # bearer token for mutating admin endpoints; none: they answer 403
+    token: str | None = Field(None, repr=False)  # bearer token for mutating admin endpoints; none: they answer 403
 
     @field_validator("token")
     @classmethod
@@ -76,7 +78,7 @@ class Admin(_Strict):
 
 class Upstream(_Strict):
     url: str = "http://127.0.0.1:6334"  # `embedded` starts the embedded qdrant-edge upstream
-    api_key: str | None = None  # sent as `api-key` when the client sends none
+    api_key: str | None = Field(None, repr=False)  # the proxy's own key: its own calls, and clients it authenticated (`clients`)
     timeout: Duration = 30.0
     connect_timeout: Duration = 5.0
     # Qdrant closes idle keep-alive connections after ~5 s: drop ours first.
@@ -195,6 +197,47 @@ class Preflight(_Strict):
     recheck: Duration = 30.0
 
 
+def _secret_given(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value():
+        raise ValueError("must not be empty (an empty key would match a request that sends an empty one)")
+    return value
+
+
+Secret = Annotated[SecretStr, AfterValidator(_secret_given)]
+
+
+class ClientKey(_Strict):
+    key: Secret
+    access: Literal["r", "rw"]
+    collections: list[str] | None = Field(None, min_length=1)  # logical names as clients address them; none: all
+
+
+class ClientJwt(_Strict):
+    secret: Secret  # HS256
+
+
+class Clients(_Strict):
+    """Client authentication at the proxy: with this block, requests need a credential of their own,
+    and only requests it accepted go upstream, with `upstream.api_key` instead of their credential."""
+
+    api_keys: list[ClientKey] = Field(default_factory=list)
+    jwt: ClientJwt | None = None
+    anonymous: Literal["none", "r", "rw"] = "none"  # what a request with no credential may do
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> "Clients":
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(self.api_keys):
+            earlier = seen.setdefault(entry.key.get_secret_value(), index)
+            if earlier != index:
+                raise ValueError(f"api_keys[{index}].key: the same key as api_keys[{earlier}] (one key, one access)")
+        return self
+
+
+# Paths Qdrant's router matches before `/collections/{collection_name}`: a route by that name would
+# capture calls that never address a collection (`POST /collections/aliases`).
+RESERVED_ROUTE_NAMES = frozenset({"aliases"})
+
 _KEY_SOURCE = re.compile(r"^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
@@ -251,6 +294,7 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     reload: Reload = Field(default_factory=Reload)
     state_file: str | None = None  # rollout state; default: beside the config file
+    clients: Clients | None = None  # none: clients' own credentials pass through to the upstream
     routes: dict[str, Route] = Field(default_factory=dict)
 
     @field_validator("state_file")
@@ -264,6 +308,11 @@ class Config(_Strict):
         for name in routes:
             if not name or "/" in name:
                 raise ValueError(f"{name!r}: a route name is a collection name (no `/`)")
+            if name in RESERVED_ROUTE_NAMES:
+                raise ValueError(
+                    f"{name}: Qdrant's router takes `/collections/{name}` for its own endpoint before any "
+                    f"collection name, so a route named `{name}` would capture those calls: choose another name"
+                )
         return routes
 
 
