@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
+from proxy.inference import EmbedFailure, TextInference
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
 from proxy.shadow import PairObserver, ShadowSender
 from proxy.state import ProxyState, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH, alias_refusal
 from routing.clients import Unauthenticated
+from routing.documents import VectorsFound
 from routing.operations import (
     CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write,
 )
@@ -80,15 +82,20 @@ class Request:
     plain_body: bytes | None = None  # the body with its Content-Encoding undone, once looked at
     lookup_colours: dict[str, str] | None = None  # other routes named in the body: their colours, decided once
     upstream_seconds: float = 0.0  # the last upstream exchange, send to answer
+    vectors: VectorsFound | None = None  # Documents to embed per colour (routes with `embed`)
 
 
 class ProxyApp:
-    def __init__(self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer | PairObserver):
+    def __init__(
+        self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer | PairObserver,
+        inference: TextInference | None = None,
+    ):
         self.state = state
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
         self.shadow = ShadowSender(upstream, metrics, observer, self.upstream_form)
+        self.inference = inference  # routes with `embed`
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,14 +152,23 @@ class ProxyApp:
             return
 
         kind = request.kind
+        pinned = None
+        if route.settings.embed is not None and self.inference is not None:
+            pinned = self.inference.prepare(request)
         if kind is Kind.READ:
             if (route.settings.guard is not None or route.settings.shadow is not None) and request.operation in SEARCH_OPERATIONS:
                 request.headers = _readable_by_the_guard(request.headers)
             forced = route.forced_colour(request.client_headers)
+            if forced is None and pinned is not None:
+                forced = pinned  # a raw vector only this colour's model could have made
+                self.inference.count_pin(route, pinned)
             colour = forced or route.split_colour(self._threshold(route), request.client_headers, request.body)
             await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
+            if pinned is not None:
+                policy = pinned
+                self.inference.count_pin(route, pinned)
             if policy == "both":
                 await self._write_both(request, send)
             else:
@@ -303,20 +319,29 @@ class ProxyApp:
     async def _routed(self, request: Request, colour: str, since: float | None = None) -> UpstreamResponse | UpstreamFailure:
         """Send the request to `colour`'s physical collection; `since` starts the clock of a retry."""
         route = request.route
-        path, body, headers = self.upstream_form(request, colour)
         series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
         started = request.started if since is None else since
+        try:
+            path, body, headers = await self.upstream_form(request, colour)
+        except EmbedFailure as failure:
+            seconds = time.perf_counter() - started
+            series.observe(504 if failure.kind == "timeout" else 502, seconds)
+            self.observer.observe(route.name, colour, request.operation, None, seconds)
+            return failure
         outcome = await self._exchange(request, path, body, series, started, headers)
         seconds = time.perf_counter() - started
         self.observer.observe(route.name, colour, request.operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
         return outcome
 
-    def upstream_form(self, request: Request, colour: str) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
-        """Path, body and headers of the request as `colour`'s physical collection gets it (shadow
-        reads send the other colour's form of an answered read)."""
+    async def upstream_form(self, request: Request, colour: str) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+        """Path, body and headers of the request as `colour`'s physical collection gets it: its own
+        model's embeddings on an `embed` route (EmbedFailure when its embedder fails), collection
+        names for it in a read's body. Shadow reads send the other colour's form of an answered read."""
         route = request.route
         body, headers = request.body, request.headers
-        if request.kind is Kind.READ:  # writes go byte for byte, the same bytes to both colours
+        if request.vectors is not None:
+            body = await self.inference.body_for(request, colour)
+        if request.kind is Kind.READ:  # writes go byte for byte (but for embedded Documents), the same bytes to both colours
             table = request.snapshot.table
 
             def physical_for(name: str) -> str | None:
@@ -325,7 +350,7 @@ class ProxyApp:
                     return None
                 return other.collection(colour if other is route else self._lookup_colour(request, other))
 
-            rewritten = rewrite_body_collections(self._plain_body(request), physical_for)
+            rewritten = rewrite_body_collections(body if request.vectors is not None else self._plain_body(request), physical_for)
             if rewritten is not None:
                 body = rewritten
                 if request.plain_body is not request.body:  # sent decoded: the coding header goes

@@ -122,6 +122,15 @@ def _print_routes(document: dict) -> None:
 
 
 def cmd_status(args) -> int:
+    if args.watch or args.once:
+        from proxy.status_view import run
+
+        try:
+            admin_url = _admin_url(args)
+        except ConfigError as exc:
+            print(f"bluegreen-proxy: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return run(admin_url, once=args.once)
     try:
         status, document = _admin_call(args, "GET", "/admin/routes")
     except (OSError, ConfigError) as exc:
@@ -276,7 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="print what the running proxy's /admin/routes says")
     admin_flags(status)
-    status.add_argument("--json", action="store_true", help="print the raw JSON document")
+    view = status.add_mutually_exclusive_group()
+    view.add_argument("--json", action="store_true", help="print the raw JSON document")
+    view.add_argument("--watch", action="store_true", help="a live view, redrawn every second: shares, state, step, p95 and errors per colour")
+    view.add_argument("--once", action="store_true", help="one frame of the --watch view (figures over one second), for scripts")
     status.set_defaults(func=cmd_status)
 
     rollback = commands.add_parser("rollback", help="send a route's reads back to blue now")
@@ -315,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a self-contained rollout story on the embedded upstream")
     demo.add_argument("--quick", action="store_true", help="the same story in under 30 s")
     demo.set_defaults(func=cmd_demo)
+
+    from proxy.migrate import add_parser as add_migrate_parser
+
+    add_migrate_parser(commands)
     return parser
 
 

@@ -116,6 +116,24 @@ class Metrics:
             "bluegreen_shadow_latency_ratio", "Green's upstream time / blue's for the same search, per compared pair.",
             ["route"], buckets=RATIO_BUCKETS, registry=r,
         )
+        self.embed_duration = Histogram(
+            "bluegreen_embed_duration_seconds", "Time of one call to an embedding model (one batch of texts).",
+            ["embedder"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.embed_texts = Counter(
+            "bluegreen_embed_texts", "Texts embedded by the model (cache hits not included).", ["embedder"], registry=r,
+        )
+        self.embed_errors = Counter(
+            "bluegreen_embed_errors", "Failed calls to an embedder, by kind (timeout, connect, status, response, dimensions, model).",
+            ["embedder", "kind"], registry=r,
+        )
+        self.embed_cache_hits = Counter(
+            "bluegreen_embed_cache_hits", "Query texts answered from the embedder's cache.", ["embedder"], registry=r,
+        )
+        self.pinned = Counter(
+            "bluegreen_pinned", "Requests sent to the one colour their raw vectors' length fits, whatever the split.",
+            ["route", "color"], registry=r,
+        )
         self._series: dict[tuple[str, str, str, str], RequestSeries] = {}
 
     def series(self, route: str, colour: str, collection: str, operation: str) -> RequestSeries:

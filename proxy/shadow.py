@@ -24,7 +24,7 @@ import json
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
 from proxy.metrics import Metrics
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
@@ -49,8 +49,9 @@ class PairObserver(Protocol):
     def observe_pair(self, route: str, overlaps: list[float], green_empty: bool | None, blue_empty: bool | None) -> None: ...
 
 
-# (request, colour) -> (path, body, headers) as that colour's collection gets the request (ProxyApp.upstream_form).
-UpstreamForm = Callable[["Request", str], tuple[bytes, bytes, list[tuple[bytes, bytes]]]]
+# (request, colour) -> (path, body, headers) as that colour's collection gets the request, with its own
+# embeddings on an `embed` route (ProxyApp.upstream_form; raises an UpstreamFailure when they fail).
+UpstreamForm = Callable[["Request", str], Awaitable[tuple[bytes, bytes, list[tuple[bytes, bytes]]]]]
 
 
 class ShadowSender:
@@ -116,10 +117,10 @@ class ShadowSender:
         other = BLUE if colour == GREEN else GREEN
         if not await self._fits(request, route.collection(colour), route.collection(other)):
             return SKIPPED
-        path, body, headers = self.upstream_form(request, other)
-        target = path + b"?" + request.query if request.query else path
-        sent = time.perf_counter()
         try:
+            path, body, headers = await self.upstream_form(request, other)  # embeds text with the other model
+            target = path + b"?" + request.query if request.query else path
+            sent = time.perf_counter()
             shadow = await self.upstream.request(request.method, target, headers, body)
         except UpstreamFailure as failure:
             log.debug("shadow on %s: no answer: %s", route.collection(other), failure.detail)

