@@ -137,8 +137,8 @@ class ProxyApp:
             request.operation, request.kind = classify(request.method, located[1])
         request.route = route
         try:
-            if route is not None and request.kind is Kind.READ:
-                self._plain_body(request)  # a body that may name collections: decoded now, or refused
+            if route is not None and (request.kind is Kind.READ or route.settings.embed is not None):
+                self._plain_body(request)  # a body that may name collections or hold texts: decoded now, or refused
             refusal = self._admit(request, located) or self._alias_refusal(request)
         except UndecodableBody as exc:
             refusal = 400, f"Wrong input: {exc}"
@@ -341,6 +341,8 @@ class ProxyApp:
         body, headers = request.body, request.headers
         if request.vectors is not None:
             body = await self.inference.body_for(request, colour)
+            if request.plain_body is not request.body:  # sent decoded: the coding header goes
+                headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
         if request.kind is Kind.READ:  # writes go byte for byte (but for embedded Documents), the same bytes to both colours
             table = request.snapshot.table
 

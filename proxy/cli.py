@@ -71,7 +71,21 @@ def cmd_check(args) -> int:
         s = route.settings
         safety = ",".join(part for part in ("preflight", "guard", "rollout", "failover", "shadow") if getattr(s, part)) or "-"
         print(f"{name:24} {s.blue:24} {s.green:24} {s.green_percent:>7g}  {s.writes:6} {s.fallback:8} {safety:32} {','.join(s.key)}")
+    _print_embedding(config)
     return EXIT_OK
+
+
+def _print_embedding(config) -> None:
+    """Which model embeds text for each colour of each route with `embed`."""
+    import re
+
+    for name, embedder in config.embedders.items():
+        where = "in process" if embedder.type == "local" else re.sub(r"//[^/@]*@", "//", embedder.url)
+        size = f"{embedder.dimensions} dims" if embedder.dimensions else "dims from its first answer"
+        print(f"embedder {name}: {embedder.type} {embedder.model} ({where}, {size})")
+    for name, route in config.routes.items():
+        if route.embed is not None:
+            print(f"route {name} embeds text with: " + ", ".join(f"{where} {embedder}" for where, embedder in route.embed.names()))
 
 
 def _admin_url(args) -> str:
