@@ -8,17 +8,20 @@ in test_overlap.py).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 
 import aiohttp
+import httpx
 import pytest
 from qdrant_client import models
 
 from routing.overlap import rank_biased_overlap
 from routing.table import bucket
 from tests.faults import clear_faults, set_fault, start_fault_proxy
-from tests.support import RunningProxy, metric_value, qdrant_client, wait_until
+from tests.openai_embeddings import vector_for
+from tests.support import RunningProxy, ServerProcess, free_port, metric_value, qdrant_client, wait_until
 
 DIM = 8
 QUERY = [1.0] + [0.0] * (DIM - 1)
@@ -306,3 +309,69 @@ def test_shadowed_empty_rule_trips_when_green_alone_comes_back_empty(collections
     assert (status["state"], status["reason"]) == ("rolled_back", "empty_results"), status
     assert status["figures"]["empty_judged_on"] == "shadow_pairs"
     assert status["figures"]["green_empty_share"] == 1.0 and status["figures"]["blue_empty_share"] == 0.0
+
+
+# ---------------------------------------------------------------- an embed route: text in, each colour its own model
+
+SENTENCES = [f"sentence number {i} about {topic}" for i, topic in enumerate(
+    ["cats", "qubits", "Paris", "bananas", "markets", "plants", "marathons", "violins", "volcanoes", "bicycles"]
+)]
+
+
+@pytest.fixture
+def embedding_services(tmp_path):
+    """Two OpenAI-compatible services: blue's model makes 16-dim vectors, green's 24-dim ones."""
+    started, urls = [], {}
+    for colour, dimensions in (("blue", 16), ("green", 24)):
+        port = free_port()
+        server = ServerProcess(
+            [sys.executable, "-m", "tests.openai_embeddings", "--port", str(port), "--dimensions", str(dimensions)],
+            f"http://127.0.0.1:{port}/", tmp_path / f"embed-{colour}.log",
+        ).start()
+        started.append(server)
+        urls[colour] = f"http://127.0.0.1:{port}"
+    yield urls
+    for server in started:
+        server.stop()
+
+
+def test_an_embed_route_is_shadowed_with_each_colours_own_embedding(faulty_upstream, embedding_services, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    logical, blue, green = f"txt_{tag}", f"txt_{tag}_blue", f"txt_{tag}_green"
+    direct = qdrant_client(faulty_upstream[1], timeout=30)
+    for name, dimensions in ((blue, 16), (green, 24)):  # each sentence stored with its colour's model
+        direct.create_collection(name, vectors_config=models.VectorParams(size=dimensions, distance=models.Distance.COSINE))
+        direct.upsert(name, [
+            models.PointStruct(id=i, vector=vector_for(text, dimensions)) for i, text in enumerate(SENTENCES)
+        ], wait=True)
+    direct.close()
+    embedders = (
+        "embedders:\n"
+        f"  blue_model: {{type: openai, url: '{embedding_services['blue']}/v1', model: m16, dimensions: 16}}\n"
+        f"  green_model: {{type: openai, url: '{embedding_services['green']}/v1', model: m24, dimensions: 24}}\n"
+    )
+    routes = route(logical, blue, green, 50, embed="{blue: blue_model, green: green_model}", shadow="{sample: 1.0}")
+    proxy = RunningProxy(tmp_path / "proxy", faulty_upstream[0], routes, extra_yaml=embedders).start()
+    try:
+        answered = {}
+        for i, text in enumerate(SENTENCES):
+            user = f"reader-{i}"
+            client = qdrant_client(proxy.url, cloud_inference=True, timeout=30, headers={"x-user-id": user})
+            try:
+                hits = client.query_points(logical, query=models.Document(text=text, model="any"), limit=1).points
+            finally:
+                client.close()
+            assert [hit.id for hit in hits] == [i]
+            answered[user] = bucket(logical.encode(), user.encode()) < 5000
+        assert set(answered.values()) == {True, False}  # both colours answered some, so shadows went both ways
+        wait_until(lambda: shadow_results(proxy, logical)["compared"] == len(SENTENCES), timeout=15)
+        assert shadow_results(proxy, logical) == {"compared": 10, "skipped": 0, "dropped": 0, "error": 0}
+        text = proxy.metrics_text()
+        # The same sentence is the top hit on both colours only if each embedded it with its own model.
+        assert metric_value(text, "bluegreen_shadow_overlap_sum", route=logical) == 10
+        assert metric_value(text, "bluegreen_shadow_rbo_sum", route=logical) == pytest.approx(10)
+        for colour in ("blue", "green"):  # every sentence reached both models: once answered, once shadowed
+            received = [item for request in httpx.get(f"{embedding_services[colour]}/requests").json() for item in request["body"]["input"]]
+            assert sorted(set(received)) == sorted(SENTENCES), colour
+    finally:
+        proxy.stop()
