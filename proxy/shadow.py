@@ -4,8 +4,9 @@ path, and the two answers are compared.
 The data path calls `after_read` once the client has its answer. Unless the read is sampled that
 costs a few attribute reads and one random draw: no parsing. A sampled read becomes a background
 task (never awaited by the request) that sends the same request (same method, query string, the
-client's own forwarded headers, the body with collection names for the other colour) to the other
-colour's physical collection, reads both answers' point ids and scores them (`routing.overlap`).
+client's own forwarded headers, the body with collection names for the other colour, and on an
+`embed` route the other colour's own embedding of its text) to the other colour's physical
+collection, reads both answers' point ids and scores them (`routing.overlap`).
 
 Every sampled read is counted once in `bluegreen_shadow_requests_total{route,result}`:
 - `compared`: both answers read and scored;
