@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 import uuid
 
 import aiohttp
 import httpx
 import pytest
+from aiohttp import web
 from qdrant_client import models
 
 from routing.overlap import rank_biased_overlap
@@ -375,3 +377,74 @@ def test_an_embed_route_is_shadowed_with_each_colours_own_embedding(faulty_upstr
             assert sorted(set(received)) == sorted(SENTENCES), colour
     finally:
         proxy.stop()
+
+
+# ---------------------------------------------------------------- credentials: the shadow carries what the answered read carried
+
+
+class RecordingSearchUpstream:
+    """A Qdrant stand-in on a thread of its own: answers every search with points 1, 2, 3 and records
+    each request's collection path and `api-key` header."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, str, str | None]] = []  # (method, path, api-key)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.seen.append((request.method, request.path, request.headers.get("api-key")))
+        if request.method == "GET":
+            return web.json_response({"status": {"error": "not kept here"}, "time": 0}, status=404)
+        points = [{"id": i, "score": 1.0 - i / 10} for i in (1, 2, 3)]
+        return web.json_response({"result": {"points": points}, "status": "ok", "time": 0})
+
+    def __enter__(self) -> "RecordingSearchUpstream":
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self._runner = web.AppRunner(app)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def searches(self) -> list[tuple[str, str | None]]:
+        """(collection, api-key) of each search, in arrival order."""
+        return [(path.split("/")[2], key) for method, path, key in self.seen if method == "POST"]
+
+
+@pytest.mark.parametrize("authenticated", [False, True])
+def test_the_shadow_carries_the_credentials_of_the_answered_read(tmp_path, authenticated):
+    clients = "clients: {api_keys: [{key: reader-key, access: r}], anonymous: none}\n" if authenticated else ""
+    with RecordingSearchUpstream() as upstream:
+        proxy = RunningProxy(
+            tmp_path / "proxy", upstream.url, route("kb", "kb_blue", "kb_green", 0, shadow="{sample: 1.0}"),
+            extra_yaml=clients, upstream_options="api_key: proxy-secret, timeout: 10s",
+        ).start()
+        try:
+            sent = {"api-key": "reader-key"} if authenticated else {"api-key": "client-own-key"}
+            answer = httpx.post(f"{proxy.url}/collections/kb/points/query", json={"query": QUERY}, headers={"x-user-id": "u1", **sent})
+            assert answer.status_code == 200
+            wait_until(lambda: shadow_results(proxy, "kb")["compared"] == 1)
+            if not authenticated:  # a client without a key: nothing to carry
+                assert httpx.post(f"{proxy.url}/collections/kb/points/query", json={"query": QUERY}).status_code == 200
+                wait_until(lambda: shadow_results(proxy, "kb")["compared"] == 2)
+        finally:
+            proxy.stop()
+    expected_key = "proxy-secret" if authenticated else "client-own-key"
+    searches = upstream.searches()
+    assert searches[:2] == [("kb_blue", expected_key), ("kb_green", expected_key)]
+    if not authenticated:
+        assert searches[2:] == [("kb_blue", None), ("kb_green", None)]  # the proxy's key lent to no one
+    # The vector-size look-ups are the proxy's own calls: its own key.
+    assert {key for method, _, key in upstream.seen if method == "GET"} == {"proxy-secret"}
