@@ -78,10 +78,10 @@ def cmd_check(args) -> int:
 
 def _print_embedding(config) -> None:
     """Which model embeds text for each colour of each route with `embed`."""
-    import re
+    from routing.config import url_without_credentials
 
     for name, embedder in config.embedders.items():
-        where = "in process" if embedder.type == "local" else re.sub(r"//[^/@]*@", "//", embedder.url)
+        where = "in process" if embedder.type == "local" else url_without_credentials(embedder.url)
         size = f"{embedder.dimensions} dims" if embedder.dimensions else "dims from its first answer"
         print(f"embedder {name}: {embedder.type} {embedder.model} ({where}, {size})")
     for name, route in config.routes.items():
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--port", type=int, default=6334)
     upstream.set_defaults(func=cmd_upstream)
 
-    demo = commands.add_parser("demo", help="a self-contained rollout story on the embedded upstream")
+    demo = commands.add_parser("demo", help="a self-contained model migration (clients send text) on the embedded upstream")
     demo.add_argument("--quick", action="store_true", help="the same story in under 30 s")
     demo.set_defaults(func=cmd_demo)
 

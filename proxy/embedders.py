@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -28,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from routing.config import EMBED_EXTRA_HINT, LOCAL_MODELS
+from routing.config import EMBED_EXTRA_HINT, LOCAL_MODELS, url_without_credentials
 from routing.config import Embedder as EmbedderSettings
 
 if TYPE_CHECKING:
@@ -328,7 +327,7 @@ class _OpenAIBackend(_Backend):
             limits=httpx.Limits(max_connections=OPENAI_CALLS_IN_FLIGHT, max_keepalive_connections=OPENAI_CALLS_IN_FLIGHT),
         )
         self._url = f"{settings.url}/embeddings"
-        self._shown_url = re.sub(r"//[^/@]*@", "//", settings.url)  # credentials in a URL stay out of messages
+        self._shown_url = url_without_credentials(settings.url)
 
     async def encode(self, texts: list[str]) -> list[Vector]:
         httpx = self._httpx
@@ -340,7 +339,10 @@ class _OpenAIBackend(_Backend):
         except httpx.HTTPError as exc:
             raise EmbedderError(self.name, "connect", f"is unreachable at {self._shown_url}: {type(exc).__name__}") from None
         if response.status_code != 200:
-            raise EmbedderError(self.name, "status", f"answered HTTP {response.status_code}: {response.text[:200]}")
+            said = response.text[:200]
+            if self.settings.api_key:  # some services quote the key they refused
+                said = said.replace(self.settings.api_key, "***")
+            raise EmbedderError(self.name, "status", f"answered HTTP {response.status_code}: {said}")
         try:
             data = response.json()["data"]
             data = sorted(data, key=lambda item: item["index"])

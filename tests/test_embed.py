@@ -384,6 +384,7 @@ def test_openai_embedder_request_shape_batches_prefixes_and_dimensions(openai_pr
 
 FAILURES = [
     ({"mode": "status", "status": 500}, 502, "answered HTTP 500", "status"),
+    ({"mode": "status", "status": 401, "quote_key": True}, 502, "key refused: ***", "status"),
     ({"mode": "slow", "delay": 2.0}, 504, "timed out after 0.5s", "timeout"),
     ({"mode": "wrong_dims"}, 502, "answered a 33-dimensional vector, expected 32", "dimensions"),
     ({"mode": "garbage"}, 502, "answered something other than OpenAI's embeddings shape", "response"),
@@ -400,7 +401,7 @@ def test_openai_embedder_failures_answer_qdrant_shaped_errors_naming_the_embedde
                             headers={"x-bluegreen-color": "green"}, timeout=10)
         assert forced.status_code == status, kind
         error = forced.json()["status"]["error"]
-        assert "embedder `svc`" in error and words in error, error
+        assert "embedder `svc`" in error and words in error and "sk-test" not in error, error
         # A dual write is not acknowledged when green's model fails; blue answers text on its own model.
         with pytest.raises(UnexpectedResponse) as raised:
             client.upsert(logical, [models.PointStruct(id=77, vector=document(f"not acknowledged {kind}"))], wait=True)
@@ -413,7 +414,8 @@ def test_openai_embedder_failures_answer_qdrant_shaped_errors_naming_the_embedde
     down = httpx.post(f"{proxy.url}/collections/{logical}_down/points/query", json={"query": {"text": "x", "model": "m"}}, timeout=10)
     assert down.status_code == 200 and down.headers["x-bluegreen-color"] == "blue"
     assert metric_value(proxy.metrics_text(), "bluegreen_embed_errors_total", embedder="down", kind="connect") == 1
-    assert "embedder `down` is unreachable at http://127.0.0.1:" in proxy.server.log() and "secret" not in proxy.server.log()
+    assert "embedder `down` is unreachable at http://127.0.0.1:" in proxy.server.log()
+    assert "secret" not in proxy.server.log() and "sk-test" not in proxy.server.log()
     assert metric_value(proxy.metrics_text(), "bluegreen_requests_total", route=logical, color="green", status="5xx") >= 8
     client.close()
     blue.close()

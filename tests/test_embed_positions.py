@@ -126,6 +126,19 @@ def test_fill_replaces_only_documents_and_serves_each_colour_from_one_parse():
     assert blue["points"][0]["payload"] == green["points"][0]["payload"] == body["points"][0]["payload"]
 
 
+@pytest.mark.parametrize("value", [
+    2**70, -(2**63) - 1, 2**64 - 1, 12345678901234567, 1.5e-7, 0.1, -0.0, 1e300, "naïve ✓", "\ud800", float("nan"),
+])
+def test_fill_writes_every_other_value_back_exactly(value):
+    body = json.dumps({"points": [{"id": 1, "vector": doc("x"), "payload": {"v": value}}]}).encode()
+    result = find_vectors("upsert", body, PASS, False)
+    written = json.loads(result.fill({"": [[0.25, 0.5]]}))
+    assert written["points"][0]["vector"] == [0.25, 0.5]
+    kept = written["points"][0]["payload"]["v"]
+    assert kept == value or (value != value and kept != kept)  # NaN (which Qdrant would refuse) stays NaN
+    assert type(kept) is type(value)
+
+
 # ---------------------------------------------------------------- raw vectors and pinning
 
 
