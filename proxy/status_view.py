@@ -224,14 +224,13 @@ def _colour_cell(figures: ColourFigures | None) -> Text:
     return text
 
 
+def _ago(route: dict) -> str:
+    return f" {_duration(max(0.0, time.time() - route['since']))} ago" if route.get("since") else ""
+
+
 def _last_rollback(name: str, route: dict, recent: RecentFigures, now: float) -> Text:
     if route.get("state") == "rolled_back" and route.get("reason"):
-        text = Text(route["reason"], style="bold red")
-        if route.get("since"):
-            text.append(f" {_duration(max(0.0, time.time() - route['since']))} ago", style="dim")
-        if route.get("detail"):
-            text.append(f": {route['detail']}")
-        return text
+        return Text.assemble((route["reason"], "bold red"), (_ago(route), "dim"))
     seen = recent.last_rollback.get(name)
     if seen is not None:
         return Text(f"{seen[0]} ({_duration(now - seen[1])} ago, resumed)")
@@ -255,25 +254,20 @@ def render(document: dict, recent: RecentFigures, admin_url: str, now: float | N
     table = Table(box=box.SQUARE, expand=False, title_justify="left",
                   caption=f"per colour: reads p95  error rate  reads/s, {window}", caption_justify="left")
     table.add_column("route", style="bold", no_wrap=True)
-    table.add_column("blue → green", no_wrap=True)
-    table.add_column("configured", justify="right")
-    table.add_column("effective", justify="right")
+    table.add_column("configured", justify="right", no_wrap=True)
+    table.add_column("effective", justify="right", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    table.add_column("step")
+    table.add_column("step", no_wrap=True)
     table.add_column("blue", style=COLOUR_STYLES["blue"], no_wrap=True)
     table.add_column("green", style=COLOUR_STYLES["green"], no_wrap=True)
-    table.add_column("last rollback")
+    table.add_column("last rollback", no_wrap=True)
     for name, route in document.get("routes", {}).items():
         state = route.get("state", "active")
-        state_text = Text(state, style=STATE_STYLES.get(state, ""))
-        if state == "preflight_failed" and route.get("reason"):
-            state_text.append(f" ({route['reason']})", style="dim")
         table.add_row(
             name,
-            f"{route['blue']} → {route['green']}",
             _percent(route.get("green_percent")),
             _percent(route.get("effective_green_percent")),
-            state_text,
+            Text(state, style=STATE_STYLES.get(state, "")),
             _step(route),
             _colour_cell(recent.figures(name, "blue")),
             _colour_cell(recent.figures(name, "green")),
@@ -281,7 +275,18 @@ def render(document: dict, recent: RecentFigures, admin_url: str, now: float | N
         )
     if not document.get("routes"):
         return Group(header, Text("no routes: every request passes through unchanged"))
-    return Group(header, table)
+    return Group(header, table, *_why(document["routes"]))
+
+
+def _why(routes: dict) -> list[Text]:
+    """A line for each route held off green: why, in the proxy's words."""
+    lines = []
+    for name, route in routes.items():
+        state = route.get("state")
+        if state in ("rolled_back", "preflight_failed") and route.get("detail"):
+            lines.append(Text.assemble((f"{name}: ", "bold"), (state.replace("_", " "), STATE_STYLES[state]),
+                                       f"{_ago(route)} ({route.get('reason')}): {route['detail']}"))
+    return lines
 
 
 def _unreachable(admin_url: str, exc: Exception) -> str:
