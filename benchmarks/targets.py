@@ -94,8 +94,10 @@ def route_names(count: int) -> list[str]:
 class ProxyUnderTest:
     """`bluegreen-proxy serve` on a config file of its own, which the churn scenario rewrites."""
 
-    def __init__(self, children: Children, workdir: Path, upstream_port: int, routes: list[str]):
+    def __init__(self, children: Children, workdir: Path, upstream_port: int, routes: list[str], route_options: str = ""):
+        """route_options: more keys for every route, as YAML flow-mapping entries (`shadow: {sample: 1}`)."""
         self.children = children
+        self.route_options = f", {route_options}" if route_options else ""
         self.directory = workdir / f"proxy-{free_port()}"
         self.directory.mkdir()
         self.config_path = self.directory / "bluegreen.yaml"
@@ -114,7 +116,8 @@ class ProxyUnderTest:
         for name in self.routes:
             blue, green = (BLUE, GREEN) if name == LOGICAL else (f"{name}_blue", f"{name}_green")
             lines.append(
-                f"  {name}: {{blue: {blue}, green: {green}, green_percent: {green_percent:g}, key: [header:{KEY_HEADER}]}}"
+                f"  {name}: {{blue: {blue}, green: {green}, green_percent: {green_percent:g}, key: [header:{KEY_HEADER}]"
+                f"{self.route_options}}}"
             )
         return "\n".join(lines) + "\n"
 

@@ -10,14 +10,24 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
+from urllib.parse import unquote_to_bytes
 
+from proxy.inference import EmbedFailure, TextInference
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
+from proxy.shadow import PairObserver, ShadowSender
 from proxy.state import ProxyState, Snapshot
-from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
-from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify
+from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
+from routing.aliases import ALIASES_PATH, alias_refusal
+from routing.clients import Unauthenticated
+from routing.documents import VectorsFound
+from routing.operations import (
+    CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write,
+)
 from routing.results import readable_accept_encoding
-from routing.rewrite import rewrite_body_collections
-from routing.table import BLUE, GREEN, CompiledRoute, rewrite_path, split_collection_path
+from routing.rewrite import (
+    UndecodableBody, decode_request_body, parse_read_body, referenced_collections, rewrite_body_collections,
+)
+from routing.table import BLUE, GREEN, CompiledRoute, canonical_path, rewrite_path, split_collection_path
 
 log = logging.getLogger("bluegreen.proxy")
 
@@ -28,6 +38,7 @@ _JSON = (b"content-type", b"application/json")
 _COLOUR_HEADER = b"x-bluegreen-color"
 _COLLECTION_HEADER = b"x-bluegreen-collection"
 _COLOUR_QUESTION = b"/bluegreen/routes/"  # + {route}/color: outside Qdrant's API, so never forwarded
+_CONTENT_ENCODING = b"content-encoding"
 
 
 class Observer(Protocol):
@@ -57,7 +68,7 @@ class Request:
     """One client request as it flows through the data path: read once, carried through every step."""
 
     method: str
-    path: bytes  # the raw path as received
+    path: bytes  # the raw path as received (what an unrouted request forwards)
     query: bytes
     client_headers: dict[bytes, bytes]  # by lower-case name, for key and override lookups
     headers: list[tuple[bytes, bytes]]  # what goes upstream (hop-by-hop dropped)
@@ -66,14 +77,25 @@ class Request:
     snapshot: Snapshot
     operation: str = UNROUTED_OPERATION
     route: CompiledRoute | None = None
+    canonical: bytes = b""  # the path as Qdrant routes it: every decision is made on it
+    kind: Kind | None = None  # for a path under /collections/{name}
+    plain_body: bytes | None = None  # the body with its Content-Encoding undone, once looked at
+    lookup_colours: dict[str, str] | None = None  # other routes named in the body: their colours, decided once
+    upstream_seconds: float = 0.0  # the last upstream exchange, send to answer
+    vectors: VectorsFound | None = None  # Documents to embed per colour (routes with `embed`)
 
 
 class ProxyApp:
-    def __init__(self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer):
+    def __init__(
+        self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer | PairObserver,
+        inference: TextInference | None = None,
+    ):
         self.state = state
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
+        self.shadow = ShadowSender(upstream, metrics, observer)
+        self.inference = inference  # routes with `embed`
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,59 +124,167 @@ class ProxyApp:
             started=started,
             snapshot=snapshot,
         )
-        located = split_collection_path(request.path)
+        request.canonical = canonical_path(request.path)
+        if request.method == "OPTIONS":
+            await self._cors_preflight(request, send)
+            return
+        located = split_collection_path(request.canonical)
         route = snapshot.table.lookup(located[0]) if located else None
+        if located is None and request.canonical.startswith(_COLOUR_QUESTION):
+            await self._answer_colour(request, send)
+            return
+        if located is not None:
+            request.operation, request.kind = classify(request.method, located[1])
+        request.route = route
+        try:
+            if route is not None and request.kind is Kind.READ:
+                self._plain_body(request)  # a body that may name collections: decoded now, or refused
+            refusal = self._admit(request, located) or self._alias_refusal(request)
+        except UndecodableBody as exc:
+            refusal = 400, f"Wrong input: {exc}"
+        if refusal is not None:
+            await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
+            return
         if route is None:
-            if located is None and request.path.startswith(_COLOUR_QUESTION):
-                await self._answer_colour(request, send)
-                return
-            operation = classify(request.method, located[1])[0] if located else UNROUTED_OPERATION
-            series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, operation)
+            series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, request.operation)
             outcome = await self._exchange(request, request.path, request.body, series)
             await _send_outcome(send, outcome, (), started)
             return
 
-        request.route = route
-        request.operation, kind = classify(request.method, located[1])
+        kind = request.kind
+        pinned = None
+        if route.settings.embed is not None and self.inference is not None:
+            pinned = self.inference.prepare(request)
         if kind is Kind.READ:
-            if route.settings.guard is not None and request.operation in SEARCH_OPERATIONS:
+            if (route.settings.guard is not None or route.settings.shadow is not None) and request.operation in SEARCH_OPERATIONS:
                 request.headers = _readable_by_the_guard(request.headers)
             forced = route.forced_colour(request.client_headers)
+            if forced is None and pinned is not None:
+                forced = pinned  # a raw vector only this colour's model could have made
+                self.inference.count_pin(route, pinned)
             colour = forced or route.split_colour(self._threshold(route), request.client_headers, request.body)
             await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
+            if pinned is not None:
+                policy = pinned
+                self.inference.count_pin(route, pinned)
             if policy == "both":
                 await self._write_both(request, send)
             else:
                 outcome = await self._routed(request, policy)
                 await _send_outcome(send, outcome, _colour_headers(policy, route.collection(policy)), started)
         elif kind is Kind.INFO:
-            outcome = await self._routed(request, BLUE)
-            await _send_outcome(send, outcome, _colour_headers(BLUE, route.blue), started)
+            colour = route.forced_colour(request.client_headers) or BLUE  # a new model's client reads green's vector size
+            outcome = await self._routed(request, colour)
+            await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), started)
         else:
             await _respond(send, 400, [_JSON], error_body(_refusal(route, request.operation), started))
 
     def _threshold(self, route: CompiledRoute) -> int:
         return self.state.thresholds.get(route.name, route.configured_threshold)
 
+    def _lookup_colour(self, request: Request, other: CompiledRoute) -> str:
+        """The colour of another route named in this request's body: that route's own decision for the
+        same key (its forced colour, or its effective split), decided once per request."""
+        colours = request.lookup_colours
+        if colours is None:
+            colours = request.lookup_colours = {}
+        colour = colours.get(other.name)
+        if colour is None:
+            colour = other.forced_colour(request.client_headers) or other.split_colour(
+                self._threshold(other), request.client_headers, request.body
+            )
+            colours[other.name] = colour
+        return colour
+
+    def _plain_body(self, request: Request) -> bytes:
+        """The body as Qdrant will read it (Content-Encoding undone); UndecodableBody when it cannot be."""
+        if request.plain_body is None:
+            coding = request.client_headers.get(_CONTENT_ENCODING)
+            request.plain_body = (
+                decode_request_body(request.body, coding, request.snapshot.config.limits.max_body_bytes)
+                if coding else request.body
+            )
+        return request.plain_body
+
+    def _admit(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
+        """With `clients`: authenticate and authorize (401/403), and swap the client's credential for
+        the proxy's key. Without it, nothing: the client's own credential goes upstream as sent."""
+        policy = request.snapshot.clients
+        if policy is None:
+            return None
+        grant = policy.authenticate(
+            request.client_headers.get(b"api-key"), request.client_headers.get(b"authorization"), time.time()
+        )
+        if isinstance(grant, Unauthenticated):
+            return 401, grant.message
+        if located is None or request.canonical == ALIASES_PATH:
+            collection, what = None, f"{request.method} {request.canonical.decode('latin-1')}"
+        else:
+            collection = request.route.name if request.route is not None else _collection_name(located[0])
+            what = request.operation
+        message = grant.refusal(collection, is_write(request.method, request.kind), what)
+        if message is None and grant.scoped and request.kind is Kind.READ:
+            # A lookup reads another collection: in scope too, as Qdrant would check it.
+            for name in referenced_collections(parse_read_body(self._plain_body(request))):
+                message = message or grant.refusal(name, False, what)
+        if message is not None:
+            return 403, message
+        request.headers = self.upstream.own_headers(request.headers)
+        return None
+
+    def _alias_refusal(self, request: Request) -> tuple[int, str] | None:
+        """An alias change naming a logical collection: 400 (it only exists at the proxy)."""
+        if request.canonical != ALIASES_PATH or request.method != "POST" or not request.snapshot.table.routes:
+            return None
+        try:
+            document = json.loads(self._plain_body(request))
+        except ValueError:
+            return None  # Qdrant answers a malformed body itself
+        message = alias_refusal(document, request.snapshot.table.routes)
+        return None if message is None else (400, message)
+
+    async def _cors_preflight(self, request: Request, send: Send) -> None:
+        """OPTIONS: answered by the upstream (blue for a routed collection), its answer unchanged. A
+        browser sends no credential on a preflight, so none is checked; with `clients`, none is sent."""
+        if request.snapshot.clients is not None:
+            request.headers = without_client_credentials(request.headers)
+        located = split_collection_path(request.canonical)
+        route = request.snapshot.table.lookup(located[0]) if located else None
+        if route is None:
+            series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, UNROUTED_OPERATION)
+            outcome = await self._exchange(request, request.path, request.body, series)
+        else:
+            request.route, request.operation = route, CORS_PREFLIGHT_OPERATION
+            outcome = await self._routed(request, BLUE)
+        await _send_outcome(send, outcome, (), request.started)
+
     async def _read(self, request: Request, colour: str, forced: bool, send: Send) -> None:
         route = request.route
         outcome = await self._routed(request, colour)
-        if colour == GREEN and not forced and route.settings.failover and _failed(outcome):
+        failed_over = colour == GREEN and not forced and route.settings.failover and _failed(outcome)
+        if failed_over:
             # The client never sees a green failure it can be spared: answer from blue. Never for a
             # forced colour: its body may be made for that colour only (a new embedding model).
             self.metrics.failovers.labels(route.name).inc()
             colour = BLUE
             outcome = await self._routed(request, BLUE, since=time.perf_counter())
         await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), request.started)
+        if route.settings.shadow is not None and not failed_over:  # both colours were just asked
+            self.shadow.after_read(request, colour, forced, outcome)
 
     async def _answer_colour(self, request: Request, send: Send) -> None:
         """`GET /bluegreen/routes/{route}/color`: the colour the split gives this request's key now, for
         clients that must build a colour-specific query (a new embedding model) before sending it."""
         started = request.started
-        segment, _, rest = request.path[len(_COLOUR_QUESTION):].partition(b"/")
-        route = request.snapshot.table.lookup(segment) if rest.rstrip(b"/") == b"color" else None
+        segment, _, rest = request.canonical[len(_COLOUR_QUESTION):].partition(b"/")
+        route = request.snapshot.table.lookup(segment) if rest == b"color" else None
+        request.route, request.operation = route, "color"
+        refusal = self._admit(request, (segment, "") if route is not None else None)
+        if refusal is not None:
+            await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
+            return
         if route is None:
             message = f"Not found: `{request.path.decode('latin-1')}`: ask GET /bluegreen/routes/{{route}}/color for a configured route"
             await _respond(send, 404, [_JSON], error_body(message, started))
@@ -189,25 +319,47 @@ class ProxyApp:
     async def _routed(self, request: Request, colour: str, since: float | None = None) -> UpstreamResponse | UpstreamFailure:
         """Send the request to `colour`'s physical collection; `since` starts the clock of a retry."""
         route = request.route
-        table = request.snapshot.table
-        rewritten = rewrite_body_collections(
-            request.body, lambda name: (r.collection(colour) if (r := table.routes.get(name)) else None)
-        )
-        path = rewrite_path(request.path, route.segment(colour))
+        body, headers = request.body, request.headers
         series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
         started = request.started if since is None else since
-        outcome = await self._exchange(request, path, rewritten or request.body, series, started)
+        if request.vectors is not None:
+            try:
+                body = await self.inference.body_for(request, colour)
+            except EmbedFailure as failure:
+                seconds = time.perf_counter() - started
+                series.observe(504 if failure.kind == "timeout" else 502, seconds)
+                self.observer.observe(route.name, colour, request.operation, None, seconds)
+                return failure
+        if request.kind is Kind.READ:  # writes go byte for byte (but for embedded Documents), the same bytes to both colours
+            table = request.snapshot.table
+
+            def physical_for(name: str) -> str | None:
+                other = table.routes.get(name)
+                if other is None:
+                    return None
+                return other.collection(colour if other is route else self._lookup_colour(request, other))
+
+            rewritten = rewrite_body_collections(body if request.vectors is not None else self._plain_body(request), physical_for)
+            if rewritten is not None:
+                body = rewritten
+                if request.plain_body is not request.body:  # sent decoded: the coding header goes
+                    headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
+        path = rewrite_path(request.canonical, route.segment(colour))
+        outcome = await self._exchange(request, path, body, series, started, headers)
         seconds = time.perf_counter() - started
         self.observer.observe(route.name, colour, request.operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
         return outcome
 
     async def _exchange(
         self, request: Request, path: bytes, body: bytes, series, started: float | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> UpstreamResponse | UpstreamFailure:
         started = request.started if started is None else started
         target = path + b"?" + request.query if request.query else path
+        sent = time.perf_counter()
         try:
-            response = await self.upstream.request(request.method, target, request.headers, body)
+            response = await self.upstream.request(request.method, target, request.headers if headers is None else headers, body)
+            request.upstream_seconds = time.perf_counter() - sent
         except UpstreamFailure as failure:
             series.upstream_error(failure.kind)
             series.observe(None, time.perf_counter() - started)
@@ -216,6 +368,11 @@ class ProxyApp:
             series.upstream_error("5xx")
         series.observe(response.status, time.perf_counter() - started)
         return response
+
+
+def _collection_name(segment: bytes) -> str:
+    """A path segment as the collection name Qdrant reads from it (fully percent-decoded)."""
+    return unquote_to_bytes(segment).decode("utf-8", "replace") if b"%" in segment else segment.decode("utf-8", "replace")
 
 
 def _readable_by_the_guard(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

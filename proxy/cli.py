@@ -217,6 +217,24 @@ def cmd_preflight(args) -> int:
         return EXIT_FAILED
 
 
+def cmd_compare(args) -> int:
+    """Both colours' answers to a file of queries, scored (proxy/compare.py)."""
+    from proxy.compare import UsageError, run
+
+    config = _load_config(args.config)
+    if config is None:
+        return EXIT_USAGE
+    upstream_url = args.upstream or config.upstream.url
+    if upstream_url == "embedded":
+        print("upstream is `embedded`: pass --upstream URL of the running upstream", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run(config, args.route, args.queries, args.k, args.min_overlap, args.json, upstream_url)
+    except UsageError as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 DEV_EXTRA_HINT = 'the development tools need the demo extra: pip install "bluegreen-proxy[demo]"'
 
 
@@ -290,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     preflight.add_argument("route", nargs="*", help="only these routes (default: all)")
     preflight.set_defaults(func=cmd_preflight)
 
+    compare = commands.add_parser("compare", help="run a file of queries on both colours and score their agreement")
+    compare.add_argument("--config", required=True)
+    compare.add_argument("route")
+    compare.add_argument("--queries", required=True, help="JSON lines, one Query API body each")
+    compare.add_argument("--k", type=int, default=10, help="compare the top k ids (default 10)")
+    compare.add_argument("--min-overlap", type=float, help="exit 1 when the mean overlap@k is below this")
+    compare.add_argument("--json", action="store_true", help="print the results as JSON")
+    compare.add_argument("--upstream", help="upstream URL (default: upstream.url of the config)")
+    compare.set_defaults(func=cmd_compare)
+
     upstream = commands.add_parser("upstream", help="run the embedded qdrant-edge upstream (development and tests)")
     upstream.add_argument("--data", required=True, help="data directory (one shard per collection)")
     upstream.add_argument("--host", default="127.0.0.1")
@@ -299,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a self-contained rollout story on the embedded upstream")
     demo.add_argument("--quick", action="store_true", help="the same story in under 30 s")
     demo.set_defaults(func=cmd_demo)
+
+    from proxy.migrate import add_parser as add_migrate_parser
+
+    add_migrate_parser(commands)
     return parser
 
 

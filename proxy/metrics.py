@@ -13,6 +13,10 @@ LATENCY_BUCKETS = (
     0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
 
+# Shadow comparison scores (0..1) and the green/blue latency ratio of a shadowed pair.
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
+
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 NO_RESPONSE = "error"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -86,7 +90,7 @@ class Metrics:
             "bluegreen_config_last_reload_timestamp_seconds", "Unix time of the last reload attempt.", registry=r,
         )
         self.rollbacks = Counter(
-            "bluegreen_rollbacks", "Route rollbacks, by reason (error_rate, latency, empty_results, manual).",
+            "bluegreen_rollbacks", "Route rollbacks, by reason (error_rate, latency, empty_results, overlap, manual).",
             ["route", "reason"], registry=r,
         )
         self.route_state = Gauge(
@@ -95,6 +99,40 @@ class Metrics:
         )
         self.failovers = Counter(
             "bluegreen_failovers", "Green reads that failed and were answered from blue.", ["route"], registry=r,
+        )
+        self.shadow_requests = Counter(
+            "bluegreen_shadow_requests", "Sampled reads by what their shadow came to: compared, skipped, dropped, error.",
+            ["route", "result"], registry=r,
+        )
+        self.shadow_overlap = Histogram(
+            "bluegreen_shadow_overlap", "overlap@k of the two colours' answers to the same search (per sub-request).",
+            ["route"], buckets=SCORE_BUCKETS, registry=r,
+        )
+        self.shadow_rbo = Histogram(
+            "bluegreen_shadow_rbo", "Rank-biased overlap (p = 0.9, extrapolated) of the same pairs.",
+            ["route"], buckets=SCORE_BUCKETS, registry=r,
+        )
+        self.shadow_latency_ratio = Histogram(
+            "bluegreen_shadow_latency_ratio", "Green's upstream time / blue's for the same search, per compared pair.",
+            ["route"], buckets=RATIO_BUCKETS, registry=r,
+        )
+        self.embed_duration = Histogram(
+            "bluegreen_embed_duration_seconds", "Time of one call to an embedding model (one batch of texts).",
+            ["embedder"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.embed_texts = Counter(
+            "bluegreen_embed_texts", "Texts embedded by the model (cache hits not included).", ["embedder"], registry=r,
+        )
+        self.embed_errors = Counter(
+            "bluegreen_embed_errors", "Failed calls to an embedder, by kind (timeout, connect, status, response, dimensions, model).",
+            ["embedder", "kind"], registry=r,
+        )
+        self.embed_cache_hits = Counter(
+            "bluegreen_embed_cache_hits", "Query texts answered from the embedder's cache.", ["embedder"], registry=r,
+        )
+        self.pinned = Counter(
+            "bluegreen_pinned", "Requests sent to the one colour their raw vectors' length fits, whatever the split.",
+            ["route", "color"], registry=r,
         )
         self._series: dict[tuple[str, str, str, str], RequestSeries] = {}
 

@@ -100,6 +100,12 @@ class SafetyController:
             empty = is_empty_result(operation, response.body, response.header(b"content-encoding"))
         guard.record(colour, seconds, failed, empty, self.clock())
 
+    def observe_pair(self, route: str, overlaps: list[float], green_empty: bool | None, blue_empty: bool | None) -> None:
+        """A shadow comparison (proxy.shadow): feeds the guard's overlap and paired empty rules."""
+        guard = self._guards.get(route)
+        if guard is not None:
+            guard.record_pair(overlaps, green_empty, blue_empty, self.clock())
+
     # ------------------------------------------------------------ inputs
 
     def on_config_applied(self, old: Snapshot, new: Snapshot) -> None:
@@ -116,7 +122,7 @@ class SafetyController:
             if rollout is None:
                 self._add_route(name, route, self._file_seen.get(name), now)
                 continue
-            if rollout.route.guard != route.guard:
+            if (rollout.route.guard, rollout.route.shadowed) != (route.guard, route.shadowed):
                 self._set_guard(name, route, now)
             self._log_event(name, rollout.apply_config(route, now))
         self._publish()
@@ -219,7 +225,7 @@ class SafetyController:
         if route.guard is None:
             self._guards.pop(name, None)
             return
-        self._guards[name] = RouteGuard(route.guard)
+        self._guards[name] = RouteGuard(route.guard, shadowed=route.shadowed)
         self._next_judgement[name] = now + route.guard.interval
 
     def _log_event(self, name: str, event: Event | None) -> None:

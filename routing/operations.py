@@ -72,8 +72,12 @@ SEARCH_OPERATIONS = frozenset(
 READ_OPERATIONS = frozenset(op for op, kind in _EXACT.values() if kind is Kind.READ)
 
 # Every label value `operation` can take: bounded, whatever clients send.
-OPERATIONS = frozenset(op for op, _ in _EXACT.values()) | frozenset(_FAMILIES.values()) | {"other"}
 UNROUTED_OPERATION = "passthrough"
+# OPTIONS on a routed collection: a browser's CORS preflight, passed to blue and answered unchanged.
+CORS_PREFLIGHT_OPERATION = "cors_preflight"
+OPERATIONS = (
+    frozenset(op for op, _ in _EXACT.values()) | frozenset(_FAMILIES.values()) | {"other", CORS_PREFLIGHT_OPERATION}
+)
 
 
 def classify(method: str, below_collection: str) -> tuple[str, Kind]:
@@ -87,3 +91,11 @@ def classify(method: str, below_collection: str) -> tuple[str, Kind]:
     family = _FAMILIES.get(head, "other")
     # GET about the collection goes to blue; anything else unknown may change it: refused.
     return family, (Kind.INFO if method in ("GET", "HEAD") else Kind.ADMIN)
+
+
+def is_write(method: str, kind: Kind | None) -> bool:
+    """Whether a request needs write access: writes and admin calls on a collection; outside any
+    collection (`kind` None), everything but GET and HEAD (alias changes, snapshots, cluster calls)."""
+    if kind is None:
+        return method not in ("GET", "HEAD")
+    return kind is Kind.WRITE or kind is Kind.ADMIN

@@ -36,7 +36,7 @@ def readable_accept_encoding(value: bytes) -> bytes | None:
     return b", ".join(kept) or None
 
 
-def _decoded(body: bytes, content_encoding: bytes | None) -> bytes | None:
+def decoded_body(body: bytes, content_encoding: bytes | None) -> bytes | None:
     """The body without its Content-Encoding; None for a coding not readable here or a corrupt body."""
     coding = (content_encoding or b"").strip().lower()
     try:
@@ -61,7 +61,7 @@ def is_empty_result(operation: str, body: bytes, content_encoding: bytes | None 
     """
     if operation not in SEARCH_OPERATIONS:
         return None
-    body = _decoded(body, content_encoding)
+    body = decoded_body(body, content_encoding)
     if body is None:
         return None
     if operation not in _BATCH_OPERATIONS:

@@ -1,55 +1,121 @@
-"""Collection names inside request bodies: `lookup_from.collection` and `with_lookup`."""
+"""Collection names inside read bodies, only where Qdrant reads one, and the request bodies' codings.
+
+The positions (qdrant-rest-notes.md): `lookup_from.collection` at the top level, at every level of
+`prefetch` and in each of a batch's `searches[]`; `with_lookup` (a name, or an object's `collection`)
+at the top level of a request. A `payload` or any other value that happens to hold such a key is
+never touched, and write bodies are never looked at (the caller only passes reads).
+"""
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+import zlib
+from typing import Any, Callable, Iterator
 
-# Only bodies holding one of these are parsed at all.
-_MARKERS = (b'"lookup_from"', b'"with_lookup"')
+# Both keys contain `lookup`; an escaped key (`"lookup\u005ffrom"`) contains `\u`. Bodies with
+# neither are not parsed at all.
+_MARKERS = (b"lookup", b"\\u")
+
+
+def may_name_collections(body: bytes) -> bool:
+    """False when the body certainly names no collection (the fast path: no JSON parse)."""
+    return any(marker in body for marker in _MARKERS)
+
+
+def parse_read_body(body: bytes) -> Any:
+    """The parsed body when it may name collections; None otherwise, or when it is not JSON (the
+    upstream answers malformed JSON with its own error)."""
+    if not may_name_collections(body):
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def referenced_collections(document: Any) -> list[str]:
+    """Every collection name the read body names, in its defined positions."""
+    return [holder[key] for holder, key in _positions(document)]
 
 
 def rewrite_body_collections(body: bytes, physical_for: Callable[[str], str | None]) -> bytes | None:
-    """Rewrite every referenced logical collection with `physical_for(name)`.
+    """Rewrite every referenced collection with `physical_for(name)` (None: leave it).
 
     Returns the new body, or None when nothing changed (the caller then forwards the original bytes).
-    `lookup_from` may sit at any depth of `prefetch` and in each of a batch's `searches`,
-    so the whole document is walked.
     """
-    if not any(marker in body for marker in _MARKERS):
+    document = parse_read_body(body)
+    if document is None:
         return None
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return None  # the upstream answers malformed JSON with its own error
-    if _rewrite(document, physical_for):
-        return json.dumps(document, separators=(",", ":")).encode()
-    return None
-
-
-def _rewrite(node: Any, physical_for: Callable[[str], str | None]) -> bool:
     changed = False
-    if isinstance(node, dict):
-        lookup = node.get("lookup_from")
-        if isinstance(lookup, dict) and isinstance(lookup.get("collection"), str):
-            changed |= _swap(lookup, "collection", physical_for)
-        with_lookup = node.get("with_lookup")
+    for holder, key in _positions(document):
+        physical = physical_for(holder[key])
+        if physical is not None and physical != holder[key]:
+            holder[key] = physical
+            changed = True
+    return json.dumps(document, separators=(",", ":")).encode() if changed else None
+
+
+def _positions(document: Any) -> Iterator[tuple[dict, str]]:
+    """(holder, key) for each collection name: `holder[key]` is the name."""
+    if not isinstance(document, dict):
+        return
+    requests = [document]
+    searches = document.get("searches")
+    if isinstance(searches, list):
+        requests += [search for search in searches if isinstance(search, dict)]
+    for request in requests:
+        with_lookup = request.get("with_lookup")
         if isinstance(with_lookup, str):
-            changed |= _swap(node, "with_lookup", physical_for)
+            yield request, "with_lookup"
         elif isinstance(with_lookup, dict) and isinstance(with_lookup.get("collection"), str):
-            changed |= _swap(with_lookup, "collection", physical_for)
-        for value in node.values():
-            if isinstance(value, (dict, list)):
-                changed |= _rewrite(value, physical_for)
-    elif isinstance(node, list):
-        for item in node:
-            if isinstance(item, (dict, list)):
-                changed |= _rewrite(item, physical_for)
-    return changed
+            yield with_lookup, "collection"
+        levels = [request]  # the request itself, then every prefetch below it (one object or a list)
+        while levels:
+            level = levels.pop()
+            lookup = level.get("lookup_from")
+            if isinstance(lookup, dict) and isinstance(lookup.get("collection"), str):
+                yield lookup, "collection"
+            prefetch = level.get("prefetch")
+            if isinstance(prefetch, dict):
+                levels.append(prefetch)
+            elif isinstance(prefetch, list):
+                levels += [item for item in prefetch if isinstance(item, dict)]
 
 
-def _swap(holder: dict, key: str, physical_for: Callable[[str], str | None]) -> bool:
-    physical = physical_for(holder[key])
-    if physical is None or physical == holder[key]:
-        return False
-    holder[key] = physical
-    return True
+class UndecodableBody(ValueError):
+    """A request body whose Content-Encoding the proxy cannot undo; the message says why."""
+
+
+_DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+
+
+def decode_request_body(body: bytes, content_encoding: bytes, limit: int) -> bytes:
+    """The body without its Content-Encoding (codings applied in order, undone in reverse), at most
+    `limit` bytes decoded (a small bomb must not become a huge body); UndecodableBody otherwise."""
+    codings = [c.strip().lower() for c in content_encoding.split(b",") if c.strip()]
+    for coding in reversed(codings):
+        if coding == b"identity":
+            continue
+        wbits = _DECODERS.get(coding)
+        if wbits is None:
+            raise UndecodableBody(
+                f"Content-Encoding {coding.decode('latin-1')!r} is not supported on this request by "
+                f"bluegreen-proxy: send it uncompressed, gzip or deflate"
+            )
+        body = _inflate(body, wbits, limit, coding)
+    return body
+
+
+def _inflate(body: bytes, wbits: int, limit: int, coding: bytes) -> bytes:
+    attempts = (wbits, -zlib.MAX_WBITS) if coding == b"deflate" else (wbits,)  # deflate: zlib or raw
+    for attempt in attempts:
+        inflater = zlib.decompressobj(attempt)
+        try:
+            decoded = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            continue
+        if len(decoded) > limit or inflater.unconsumed_tail:
+            raise UndecodableBody(f"the decoded request body exceeds {limit} bytes (limits.max_body_bytes)")
+        if not inflater.eof:
+            raise UndecodableBody(f"the request body is truncated {coding.decode('latin-1')} data")
+        return decoded
+    raise UndecodableBody(f"the request body is not valid {coding.decode('latin-1')} data")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
@@ -119,12 +120,41 @@ class RouteTable:
 
 
 _PREFIX = b"/collections/"
+_SLASH_RUNS = re.compile(rb"//+")
+_PERCENT_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+# Decoded bytes that may stand literally in a request target. Qdrant's router decodes every escape
+# except %25, %2F and %2B; bytes outside this set (space, `?`, `#`, non-ASCII, ...) stay escaped in
+# our canonical form so it can be forwarded as is (a route lookup decodes them all the same).
+_LITERAL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*,;=:@")
+
+
+def canonical_path(raw_path: bytes) -> bytes:
+    """The path as Qdrant routes it: runs of `/` merged, the trailing `/` trimmed (actix's
+    `NormalizePath::trim`), `%XX` decoded as Qdrant's router decodes it (all but `%25`, `%2F`, `%2B`;
+    bytes unfit for a request line are kept escaped, upper-case, and decoded again by a lookup).
+
+    Every spelling of one path maps to the same bytes, so routing decisions cannot be walked around.
+    The common case (no `//`, no `%`, no trailing `/`) returns the path itself without copying.
+    """
+    if b"//" not in raw_path and b"%" not in raw_path and (raw_path[-1:] != b"/" or raw_path == b"/"):
+        return raw_path
+    path = _SLASH_RUNS.sub(b"/", raw_path)
+    if len(path) > 1 and path.endswith(b"/"):
+        path = path[:-1]
+    if b"%" in path:
+        path = _PERCENT_ESCAPE.sub(_decode_escape, path)
+    return path or b"/"
+
+
+def _decode_escape(match: re.Match) -> bytes:
+    byte = int(match.group(1), 16)
+    return bytes((byte,)) if byte in _LITERAL_SAFE else match.group(0).upper()
 
 
 def split_collection_path(raw_path: bytes) -> tuple[bytes, str] | None:
-    """`/collections/{segment}/rest/` -> (segment, "rest"); None for any other path.
+    """`/collections/{segment}/rest` -> (segment, "rest"); None for any other path.
 
-    Trailing slashes are ignored, as Qdrant trims them.
+    Expects a `canonical_path` (trailing slashes are ignored all the same).
     """
     if not raw_path.startswith(_PREFIX):
         return None

@@ -389,7 +389,7 @@ def test_error_envelopes(embedded_upstream, client, name):
     assert_error(raw(embedded_upstream, "POST", "/collections/no_such_collection/points/count", {}),
                  404, "Not found: Collection `no_such_collection` doesn't exist!")
 
-    for method, path in (("POST", f"{base}/recommend"), ("GET", "/cluster"), ("PATCH", f"/collections/{name}")):
+    for method, path in (("POST", f"{base}/search/matrix/pairs"), ("GET", "/cluster"), ("PATCH", f"/collections/{name}")):
         message = assert_error(raw(embedded_upstream, method, path, {}), 501, "Not implemented:")
         assert "not supported by the embedded upstream" in message
     assert_error(raw(embedded_upstream, "GET", "/no/such/path"), 404, "Not found:")
@@ -462,3 +462,133 @@ def test_create_app_in_process(tmp_path):
         asyncio.run(exercise())
     finally:
         app.store.close()
+
+
+# ---------------------------------------------------------------- what the migrate commands and older clients need
+
+
+def test_payload_index_parameters_in_collection_info(client, name):
+    make_points_collection(client, name)
+    client.create_payload_index(name, "colour", models.KeywordIndexParams(type="keyword", is_tenant=True), wait=True)
+    client.create_payload_index(name, "n", models.PayloadSchemaType.INTEGER, wait=True)
+    schema = client.get_collection(name).payload_schema
+    assert schema["colour"].data_type == models.PayloadSchemaType.KEYWORD and schema["colour"].points == 8
+    assert schema["colour"].params.is_tenant is True
+    assert schema["n"].params is None  # a plain type has no parameters, as in Qdrant
+    client.delete_payload_index(name, "colour", wait=True)
+    assert set(client.get_collection(name).payload_schema) == {"n"}
+
+
+def test_query_groups_with_lookup(embedded_upstream, client, name):
+    make_points_collection(client, name)
+    groups = client.query_points_groups(
+        name, query=[1.0, 0.5, 0.2, 0.0], group_by="colour", group_size=2, limit=2, with_payload=["n"]).groups
+    # Scores 1: .88, 2: .44, 3: .18, 4 and 8: 0, mirrors negative: red (1, 3) and blue (2, 4) lead green.
+    assert [g.id for g in groups] == ["red", "blue"]
+    assert [ids(g.hits) for g in groups] == [[1, 3], [2, 4]]
+    assert groups[0].hits[0].payload == {"n": 1}
+    lookup = f"{name}_lookup"
+    client.create_collection(lookup, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
+    client.upsert(lookup, [models.PointStruct(id=i, vector=AXES[1], payload={"title": f"n={i}"}) for i in (1, 2)], wait=True)
+    grouped = client.query_points_groups(name, query=[0.2, 1.0, 0.0, 0.0], group_by="n", group_size=1, limit=2, with_lookup=lookup).groups
+    assert [(g.id, g.lookup.payload) for g in grouped] == [(2, {"title": "n=2"}), (1, {"title": "n=1"})]
+    searched = raw(embedded_upstream, "POST", f"/collections/{name}/points/search/groups",
+                   {"vector": AXES[4], "group_by": "colour", "group_size": 1, "limit": 1}).json()["result"]
+    assert searched["groups"] == [{"id": "blue", "hits": [{"id": 4, "version": searched["groups"][0]["hits"][0]["version"], "score": 1.0}]}]
+
+
+def test_recommend_and_discover_endpoints(embedded_upstream, client, name):
+    """The deprecated endpoints answer as the equivalent `points/query` does."""
+    make_points_collection(client, name)
+    base = f"/collections/{name}/points"
+    recommended = raw(embedded_upstream, "POST", f"{base}/recommend", {"positive": [1], "negative": [6], "limit": 3}).json()["result"]
+    query = client.query_points(name, query=models.RecommendQuery(recommend=models.RecommendInput(positive=[1], negative=[6])), limit=3)
+    assert [p["id"] for p in recommended] == ids(query.points) and recommended[0]["id"] not in (1, 6)
+    batch = raw(embedded_upstream, "POST", f"{base}/recommend/batch",
+                {"searches": [{"positive": [AXES[2]], "limit": 1}, {"positive": [AXES[3]], "limit": 1, "with_payload": True}]}).json()["result"]
+    assert [[p["id"] for p in answer] for answer in batch] == [[2], [3]]
+    assert "payload" not in batch[0][0] and batch[1][0]["payload"]["n"] == 3
+    discovered = raw(embedded_upstream, "POST", f"{base}/discover",
+                     {"target": AXES[1], "context": [{"positive": 2, "negative": 6}], "limit": 2}).json()["result"]
+    expected = client.query_points(name, query=models.DiscoverQuery(discover=models.DiscoverInput(
+        target=AXES[1], context=[models.ContextPair(positive=2, negative=6)])), limit=2)
+    assert [p["id"] for p in discovered] == ids(expected.points)
+    batch = raw(embedded_upstream, "POST", f"{base}/discover/batch",
+                {"searches": [{"target": AXES[3], "context": [], "limit": 1}]}).json()["result"]
+    assert [p["id"] for p in batch[0]] == [3]
+    grouped = raw(embedded_upstream, "POST", f"{base}/recommend/groups",
+                  {"positive": [AXES[2]], "group_by": "colour", "group_size": 1, "limit": 1}).json()["result"]
+    assert grouped["groups"][0]["id"] == "blue" and grouped["groups"][0]["hits"][0]["id"] == 2
+
+
+def test_points_batch(embedded_upstream, client, name):
+    make_points_collection(client, name)
+    results = client.batch_update_points(name, [
+        models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(id=9, vector=AXES[1], payload={"n": 9})])),
+        models.DeleteOperation(delete=models.PointIdsList(points=[5, 6])),
+        models.SetPayloadOperation(set_payload=models.SetPayload(payload={"seen": True}, points=[9])),
+        models.DeleteVectorsOperation(delete_vectors=models.DeleteVectors(points=[7], vector=[""])),
+    ], wait=True)
+    assert [r.status for r in results] == [models.UpdateStatus.COMPLETED] * 4
+    assert len({r.operation_id for r in results}) == 4
+    assert client.count(name).count == 7
+    assert client.retrieve(name, [9])[0].payload == {"n": 9, "seen": True}
+    # A malformed operation refuses the whole batch before any is applied.
+    bad = raw(embedded_upstream, "POST", f"/collections/{name}/points/batch?wait=true", {"operations": [
+        {"delete": {"points": [1]}}, {"upsert": {"points": [{"id": "not-an-id", "vector": AXES[1]}]}}]})
+    assert_error(bad, 400, "Format error in JSON body")
+    assert client.count(name).count == 7
+
+
+def test_snapshots_create_list_download_recover_delete(embedded_upstream, client, name, tmp_path):
+    make_points_collection(client, name)
+    client.create_payload_index(name, "colour", models.PayloadSchemaType.KEYWORD, wait=True)
+    snapshot = client.create_snapshot(name, wait=True)
+    assert snapshot.name.startswith(f"{name}-0-") and snapshot.name.endswith(".snapshot") and snapshot.size > 0
+    assert [s.name for s in client.list_snapshots(name)] == [snapshot.name]
+    downloaded = httpx.get(f"{embedded_upstream}/collections/{name}/snapshots/{snapshot.name}")
+    assert downloaded.status_code == 200 and downloaded.headers["content-type"] == "application/octet-stream"
+    assert len(downloaded.content) == snapshot.size
+    import hashlib
+    import tarfile
+    assert hashlib.sha256(downloaded.content).hexdigest() == snapshot.checksum
+    archive = tmp_path / snapshot.name
+    archive.write_bytes(downloaded.content)
+    with tarfile.open(archive) as tar:  # the documented format: a gzipped tar of the collection's directory
+        assert {"collection.json", "shard"} <= set(tar.getnames())
+
+    restored = f"{name}_restored"
+    assert client.recover_snapshot(restored, f"file://{archive}", wait=True)
+    info = client.get_collection(restored)
+    assert info.points_count == 8 and info.payload_schema["colour"].points == 8
+    assert client.retrieve(restored, [3])[0].payload == {"n": 3, "colour": "red", "tags": ["t3"]}
+    assert ids(client.query_points(restored, query=AXES[2], limit=1).points) == [2]
+    # Recovery over an existing collection replaces it.
+    client.upsert(name, [models.PointStruct(id=99, vector=AXES[1])], wait=True)
+    assert client.recover_snapshot(name, f"file://{archive}", wait=True)
+    assert client.count(name).count == 8
+
+    assert client.delete_snapshot(name, snapshot.name, wait=True)
+    assert client.list_snapshots(name) == []
+    assert_error(raw(embedded_upstream, "GET", f"/collections/{name}/snapshots/{snapshot.name}"), 404, "Not found: Snapshot")
+    assert_error(raw(embedded_upstream, "GET", f"/collections/{name}/snapshots/..%2F..%2Faliases.json"), 404, "Not found: Snapshot")
+
+
+def test_head_and_cors_preflight(embedded_upstream, client, name):
+    make_points_collection(client, name)
+    got, head = httpx.get(f"{embedded_upstream}/collections/{name}"), httpx.head(f"{embedded_upstream}/collections/{name}")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == "application/json"
+    assert httpx.head(f"{embedded_upstream}/collections/no_such").status_code == 404
+    assert got.status_code == 200
+
+    preflight = httpx.options(f"{embedded_upstream}/collections/{name}/points/query", headers={
+        "origin": "https://app.example", "access-control-request-method": "POST",
+        "access-control-request-headers": "api-key, x-user-id"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert preflight.headers["access-control-allow-headers"] == "api-key, x-user-id"
+    simple = httpx.post(f"{embedded_upstream}/collections/{name}/points/count", json={}, headers={"origin": "https://app.example"})
+    assert simple.headers["access-control-allow-origin"] == "https://app.example"
+    assert httpx.options(f"{embedded_upstream}/collections/{name}").status_code == 400  # not a preflight

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from routing.config import Guard
-from routing.guard import EMPTY_RESULTS, ERROR_RATE, LATENCY, NO_DATA, OK, VIOLATED, RouteGuard
+from routing.guard import EMPTY_RESULTS, ERROR_RATE, LATENCY, NO_DATA, OK, OVERLAP, VIOLATED, RouteGuard
 from routing.table import BLUE, GREEN
 
 
@@ -244,6 +244,89 @@ def test_without_any_blue_reference_the_comparisons_have_no_data():
     assert first_trip(judgements) is None
     assert all(j.verdicts[LATENCY] == j.verdicts[EMPTY_RESULTS] == NO_DATA for j in judgements)
     assert all(j.healthy for j in judgements)  # the error rule is judged, and holds
+
+
+# ---------------------------------------------------------------- shadow pairs: overlap and paired emptiness
+
+
+def feed_pairs(guard: RouteGuard, start: float, end: float, per_second: float, overlap: float = 1.0,
+               green_only_empty_tenths: int = 0, both_empty_tenths: int = 0, sub_requests: int = 1) -> None:
+    """Shadow comparisons; of every ten, the first are empty on both colours, the next on green only."""
+    count = round((end - start) * per_second)
+    for i in range(count):
+        both_empty = i % 10 < both_empty_tenths
+        green_empty = i % 10 < both_empty_tenths + green_only_empty_tenths
+        overlaps = [] if both_empty else [0.0 if green_empty else overlap] * sub_requests
+        guard.record_pair(overlaps, green_empty, both_empty, start + i / per_second)
+
+
+def run_shadowed(guard: RouteGuard, start: float, end: float, green: Traffic, pairs_per_second: float, **pair_shape) -> list:
+    judgements, step, now = [], guard.settings.interval, start
+    while now < end:
+        feed(guard, GREEN, green, now, now + step)
+        feed_pairs(guard, now, now + step, pairs_per_second, **pair_shape)
+        now += step
+        judgements.append(guard.judge(now))
+    return judgements
+
+
+def test_mean_overlap_below_min_overlap_trips_after_overlap_for():
+    guard = RouteGuard(settings(min_overlap=0.9, overlap_for=60), shadowed=True)
+    judgements = run_shadowed(guard, 0, 200, green=Traffic(20), pairs_per_second=20, overlap=0.7)
+    assert judgements[0].verdicts[OVERLAP] == VIOLATED
+    trip = first_trip(judgements)
+    assert (trip.reason, trip.at) == (OVERLAP, 70)
+    assert trip.figures["mean_overlap"] == pytest.approx(0.7)
+    assert trip.figures["comparisons"] == 190 and trip.figures["min_overlap"] == 0.9  # the window less a slot
+    assert trip.detail == "mean overlap@k 0.700 over 190 shadow comparisons < 0.9 for 60s"
+
+
+def test_overlap_is_the_mean_over_sub_requests_and_needs_min_requests_comparisons():
+    guard = RouteGuard(settings(min_overlap=0.9), shadowed=True)
+    feed(guard, GREEN, Traffic(20), 0, 10)
+    feed_pairs(guard, 0, 10, 5, overlap=0.5, sub_requests=3)  # 50 batches of 3: 150 comparisons
+    judgement = guard.judge(9.99)
+    assert judgement.figures["comparisons"] == 150 and judgement.figures["mean_overlap"] == 0.5
+    assert judgement.verdicts[OVERLAP] == VIOLATED
+    thin = RouteGuard(settings(min_overlap=0.9), shadowed=True)
+    feed(thin, GREEN, Traffic(20), 0, 10)
+    feed_pairs(thin, 0, 10, 9, overlap=0.0)  # 90 comparisons < min_requests
+    assert thin.judge(9.99).verdicts[OVERLAP] == NO_DATA
+
+
+def test_overlap_at_or_above_min_overlap_never_trips():
+    guard = RouteGuard(settings(min_overlap=0.9), shadowed=True)
+    judgements = run_shadowed(guard, 0, 300, green=Traffic(20), pairs_per_second=20, overlap=0.9)
+    assert first_trip(judgements) is None and all(j.verdicts[OVERLAP] == OK for j in judgements)
+
+
+def test_without_min_overlap_or_shadowing_there_is_no_overlap_rule():
+    for guard in (RouteGuard(settings(), shadowed=True), RouteGuard(settings(min_overlap=0.9))):
+        judgements = run_shadowed(guard, 0, 300, green=Traffic(20), pairs_per_second=20, overlap=0.0)
+        assert first_trip(judgements) is None and OVERLAP not in judgements[-1].verdicts
+
+
+def test_shadowed_empty_rule_ignores_searches_empty_on_both_colours():
+    # Green's own reads are all empty (a client sending searches that match nothing, keyed to green);
+    # the shadow pairs show blue empty on the same searches: no evidence against green.
+    guard = RouteGuard(settings(), shadowed=True)
+    judgements = run_shadowed(guard, 0, 300, green=Traffic(20, empty_rate=1.0), pairs_per_second=20, both_empty_tenths=6)
+    assert first_trip(judgements) is None
+    figures = judgements[-1].figures
+    assert figures["empty_judged_on"] == "shadow_pairs" and figures["empty_excess"] == 0
+    assert figures["green_empty_share"] == figures["blue_empty_share"] == pytest.approx(0.6)
+    # Unshadowed, the same green traffic against a blue that answers trips the rule.
+    unpaired = run(RouteGuard(settings()), 0, 300, green=Traffic(20, empty_rate=1.0), blue=Traffic(20))
+    assert first_trip(unpaired).reason == EMPTY_RESULTS
+
+
+def test_shadowed_empty_rule_trips_when_green_alone_comes_back_empty():
+    guard = RouteGuard(settings(), shadowed=True)
+    judgements = run_shadowed(guard, 0, 300, green=Traffic(20), pairs_per_second=20, green_only_empty_tenths=2, both_empty_tenths=3)
+    trip = first_trip(judgements)
+    assert (trip.reason, trip.at) == (EMPTY_RESULTS, 130)
+    assert trip.figures["empty_excess"] == pytest.approx(0.2, abs=0.01)
+    assert trip.detail.startswith("green empty results 50.0% vs blue's 30.0% on the same 190 searches: excess 20.0%")
 
 
 # ---------------------------------------------------------------- cost

@@ -16,10 +16,10 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, unquote
 
 import qdrant_edge as qe
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from qdrant_client.http import models
 
-from bluegreen_dev.embedded import convert
+from bluegreen_dev.embedded import convert, writes
 from bluegreen_dev.embedded.convert import edge_id, id_json, record_json, scored_point_json
 from bluegreen_dev.embedded.errors import ApiError, from_edge, not_found, unsupported, wrong_input
 from bluegreen_dev.embedded.store import Collection, Store
@@ -73,6 +73,19 @@ class PlainText(str):
 
 class BareJson(dict):
     """A handler result sent without the envelope, like Qdrant's version document at `GET /`."""
+
+
+class FileResult:
+    """A handler result streamed as a file (a snapshot download)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.size = path.stat().st_size
+
+
+FILE_CHUNK = 1 << 20
+# Qdrant answers CORS preflights itself (actix-cors: any origin, method and header).
+CORS_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 def _validation_summary(exc: ValidationError, limit: int = 3) -> str:
@@ -140,6 +153,19 @@ class EmbeddedQdrant:
             ("POST", ("facet",)): self.facet,
             ("PUT", ("index",)): self.create_index,
             ("DELETE", ("index", "*")): self.delete_index,
+            ("POST", ("points", "batch")): self.batch_update,
+            ("POST", ("points", "recommend")): self.recommend,
+            ("POST", ("points", "recommend", "batch")): self.recommend_batch,
+            ("POST", ("points", "recommend", "groups")): self.recommend_groups,
+            ("POST", ("points", "discover")): self.discover,
+            ("POST", ("points", "discover", "batch")): self.discover_batch,
+            ("POST", ("points", "query", "groups")): self.query_groups,
+            ("POST", ("points", "search", "groups")): self.search_groups,
+            ("GET", ("snapshots",)): self.list_snapshots,
+            ("POST", ("snapshots",)): self.create_snapshot,
+            ("PUT", ("snapshots", "recover")): self.recover_snapshot,
+            ("GET", ("snapshots", "*")): self.download_snapshot,
+            ("DELETE", ("snapshots", "*")): self.delete_snapshot,
         }
 
     # ------------------------------------------------------------ ASGI
@@ -168,19 +194,63 @@ class EmbeddedQdrant:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
+        request_headers = dict(scope["headers"])
+        origin = request_headers.get(b"origin")
+        if scope["method"] == "OPTIONS":
+            await self._preflight(request_headers, send)
+            return
+        head = scope["method"] == "HEAD"  # answered as GET, without the body
         query = parse_qs(scope["query_string"].decode("latin-1"))
-        request = Request(scope["method"], scope["path"], query, b"".join(chunks))
+        request = Request("GET" if head else scope["method"], scope["path"], query, b"".join(chunks))
         status, content_type, body = self.handle(request, _path_segments(scope), started)
         headers = [(b"content-type", content_type)]
-        accept_encoding = next((value for name, value in scope["headers"] if name == b"accept-encoding"), b"")
-        if accepts_gzip(accept_encoding):  # as Qdrant's REST server compresses for clients that accept it
+        if origin:
+            headers += [(b"access-control-allow-origin", origin), (b"vary", b"origin")]
+        if isinstance(body, FileResult):
+            await self._send_file(body, headers, head, send)
+            return
+        if accepts_gzip(request_headers.get(b"accept-encoding", b"")):  # as Qdrant's REST server compresses
             body = gzip.compress(body, compresslevel=6, mtime=0)
             headers += [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": b"" if head else body})
 
-    def handle(self, request: Request, segments: list[str], started: float) -> tuple[int, bytes, bytes]:
+    async def _preflight(self, request_headers: dict, send: Callable) -> None:
+        """A CORS preflight: 200 echoing the origin and the requested headers; 400 if it is not one."""
+        origin = request_headers.get(b"origin")
+        method = request_headers.get(b"access-control-request-method")
+        if not origin or not method:
+            body = b"CORS preflight needs Origin and Access-Control-Request-Method"
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        headers = [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-allow-methods", CORS_METHODS),
+            (b"vary", b"origin, access-control-request-method, access-control-request-headers"),
+            (b"content-length", b"0"),
+        ]
+        requested = request_headers.get(b"access-control-request-headers")
+        if requested:
+            headers.append((b"access-control-allow-headers", requested))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _send_file(self, result: FileResult, headers: list, head: bool, send: Callable) -> None:
+        headers = [(b"content-type", b"application/octet-stream"), *headers[1:],
+                   (b"content-length", str(result.size).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if head:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        with open(result.path, "rb") as source:
+            while chunk := source.read(FILE_CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    def handle(self, request: Request, segments: list[str], started: float) -> tuple[int, bytes, "bytes | FileResult"]:
         """Route and run one request; every failure becomes Qdrant's error envelope, never a traceback."""
         try:
             result = self._route(request, segments)(request)
@@ -188,6 +258,8 @@ class EmbeddedQdrant:
                 return 200, b"text/plain; charset=utf-8", result.encode()
             if isinstance(result, BareJson):
                 return 200, b"application/json", _json_bytes(result)
+            if isinstance(result, FileResult):
+                return 200, b"application/octet-stream", result
             document = {"result": result, "status": "ok", "time": time.perf_counter() - started}
             return 200, b"application/json", _json_bytes(document)
         except ApiError as exc:
@@ -273,70 +345,73 @@ class EmbeddedQdrant:
     def create_index(self, request: Request) -> dict:
         body = request.parse(models.CreateFieldIndex)
         schema = convert.field_schema(body.field_schema)
-        return self._write(request, qe.UpdateOperation.create_field_index(body.field_name, schema))
+        result = self._write(request, qe.UpdateOperation.create_field_index(body.field_name, schema))
+        params = body.field_schema if isinstance(body.field_schema, BaseModel) else None
+        self._collection(request).record_index(body.field_name, params and params.model_dump(mode="json", exclude_none=True))
+        return result
 
     def delete_index(self, request: Request) -> dict:
-        return self._write(request, qe.UpdateOperation.delete_field_index(request.path_param))
+        result = self._write(request, qe.UpdateOperation.delete_field_index(request.path_param))
+        self._collection(request).record_index(request.path_param, None)
+        return result
+
+    # ------------------------------------------------------------ snapshots
+
+    def list_snapshots(self, request: Request) -> list:
+        return self.store.list_snapshots(request.collection_name)
+
+    def create_snapshot(self, request: Request) -> dict:
+        return self.store.create_snapshot(request.collection_name)
+
+    def download_snapshot(self, request: Request) -> FileResult:
+        return FileResult(self.store.snapshot_file(request.collection_name, request.path_param))
+
+    def delete_snapshot(self, request: Request) -> bool:
+        self.store.delete_snapshot(request.collection_name, request.path_param)
+        return True
+
+    def recover_snapshot(self, request: Request) -> bool:
+        """`{"location": "file:///path"}`: a local snapshot file (this upstream downloads nothing)."""
+        location = request.parse(models.SnapshotRecover).location
+        if not location.startswith("file://"):
+            raise unsupported("snapshot recovery from a URL other than file://")
+        path = Path(unquote(location[len("file://"):]))
+        if not path.is_file():
+            raise not_found(f"Snapshot file {path} not found")
+        self.store.recover(request.collection_name, path)
+        return True
 
     # ------------------------------------------------------------ writes
 
     def upsert(self, request: Request) -> dict:
-        body = request.parse(_POINT_INSERT)
-        update_mode = convert.edge_enum(qe.UpdateMode, body.update_mode, "update mode")
-        operation = qe.UpdateOperation.upsert_points(
-            convert.points_to_edge(body), condition=convert.to_filter(body.update_filter), update_mode=update_mode,
-        )
-        return self._write(request, operation)
+        return self._write(request, writes.upsert(request.parse(_POINT_INSERT)))
 
     def delete_points(self, request: Request) -> dict:
-        update = qe.UpdateOperation
-        return self._selector_write(request, update.delete_points, update.delete_points_by_filter)
-
-    def _selector_write(self, request: Request, by_ids: Callable, by_filter: Callable) -> dict:
-        """A write whose whole body is a points selector: a list of ids or a filter."""
-        selector = request.parse(_POINTS_SELECTOR)
-        if isinstance(selector, models.PointIdsList):
-            operation = by_ids([edge_id(i) for i in selector.points])
-        else:
-            operation = by_filter(convert.to_filter(selector.filter))
-        return self._write(request, operation)
-
-    def _selected_write(self, request: Request, body, by_ids: Callable, by_filter: Callable, *args, **kwargs) -> dict:
-        """A write addressed by `points` or by `filter`, as Qdrant accepts either."""
-        if body.points is not None:
-            operation = by_ids([edge_id(i) for i in body.points], *args, **kwargs)
-        elif body.filter is not None:
-            operation = by_filter(convert.to_filter(body.filter), *args, **kwargs)
-        else:
-            raise wrong_input("either `points` or `filter` is required")
-        return self._write(request, operation)
+        return self._write(request, writes.delete(request.parse(_POINTS_SELECTOR)))
 
     def set_payload(self, request: Request) -> dict:
-        body, update = request.parse(models.SetPayload), qe.UpdateOperation
-        return self._selected_write(request, body, update.set_payload, update.set_payload_by_filter, body.payload, key=body.key)
+        return self._write(request, writes.set_payload(request.parse(models.SetPayload)))
 
     def overwrite_payload(self, request: Request) -> dict:
-        body, update = request.parse(models.SetPayload), qe.UpdateOperation
-        return self._selected_write(
-            request, body, update.overwrite_payload, update.overwrite_payload_by_filter, body.payload, key=body.key)
+        return self._write(request, writes.overwrite_payload(request.parse(models.SetPayload)))
 
     def delete_payload(self, request: Request) -> dict:
-        body, update = request.parse(models.DeletePayload), qe.UpdateOperation
-        return self._selected_write(request, body, update.delete_payload, update.delete_payload_by_filter, body.keys)
+        return self._write(request, writes.delete_payload(request.parse(models.DeletePayload)))
 
     def clear_payload(self, request: Request) -> dict:
-        update = qe.UpdateOperation
-        return self._selector_write(request, update.clear_payload, update.clear_payload_by_filter)
+        return self._write(request, writes.clear_payload(request.parse(_POINTS_SELECTOR)))
 
     def update_vectors(self, request: Request) -> dict:
-        body = request.parse(models.UpdateVectors)
-        vectors = [qe.PointVectors(edge_id(p.id), convert.vector_struct(p.vector)) for p in body.points]
-        operation = qe.UpdateOperation.update_vectors(vectors, condition=convert.to_filter(body.update_filter))
-        return self._write(request, operation)
+        return self._write(request, writes.update_vectors(request.parse(models.UpdateVectors)))
 
     def delete_vectors(self, request: Request) -> dict:
-        body, update = request.parse(models.DeleteVectors), qe.UpdateOperation
-        return self._selected_write(request, body, update.delete_vectors, update.delete_vectors_by_filter, body.vector)
+        return self._write(request, writes.delete_vectors(request.parse(models.DeleteVectors)))
+
+    def batch_update(self, request: Request) -> list:
+        """points/batch: applied in order, like Qdrant; one result per operation."""
+        operations = writes.batch(request.parse(models.UpdateOperations))
+        collection = self._collection(request)
+        return [_update_result(collection.apply(operation), request.wait) for operation in operations]
 
     # ------------------------------------------------------------ reads
 
@@ -382,6 +457,99 @@ class EmbeddedQdrant:
         body = request.parse(convert.SearchRequestBatch)
         batch = qe.QueryBatchRequest([convert.search_to_edge(search) for search in body.searches])
         return [[scored_point_json(p) for p in points] for points in self._collection(request).shard.query_batch(batch)]
+
+    def _legacy_read(self, collection: Collection, body: Any) -> list:
+        """A recommend or discover request, answered as the equivalent query (a bare list of points)."""
+        points = collection.shard.query(self._query_converter(collection).request(body.to_query()))
+        return [scored_point_json(p, bool(body.with_vector)) for p in points]
+
+    def recommend(self, request: Request) -> list:
+        return self._legacy_read(self._collection(request), request.parse(convert.RecommendRequest))
+
+    def recommend_batch(self, request: Request) -> list:
+        collection = self._collection(request)
+        return [self._legacy_read(collection, search) for search in request.parse(convert.RecommendRequestBatch).searches]
+
+    def discover(self, request: Request) -> list:
+        return self._legacy_read(self._collection(request), request.parse(convert.DiscoverRequest))
+
+    def discover_batch(self, request: Request) -> list:
+        collection = self._collection(request)
+        return [self._legacy_read(collection, search) for search in request.parse(convert.DiscoverRequestBatch).searches]
+
+    def query_groups(self, request: Request) -> dict:
+        body = request.parse(models.QueryGroupsRequest)
+        query = models.QueryRequest(**{field: getattr(body, field) for field in models.QueryRequest.model_fields
+                                       if field in models.QueryGroupsRequest.model_fields})
+        return self._groups(request, query, body.group_by, body.group_size, body.limit, body.with_lookup)
+
+    def search_groups(self, request: Request) -> dict:
+        body = request.parse(convert.SearchGroupsRequest)
+        return self._groups(request, body.to_query(), body.group_by, body.group_size, body.limit, body.with_lookup)
+
+    def recommend_groups(self, request: Request) -> dict:
+        body = request.parse(convert.RecommendGroupsRequest)
+        return self._groups(request, body.to_query(), body.group_by, body.group_size, body.limit, body.with_lookup)
+
+    def _groups(self, request: Request, query: models.QueryRequest, group_by: str, group_size: int | None,
+                limit: int | None, with_lookup: Any) -> dict:
+        """Qdrant's grouped search: the best hits per value of `group_by`, best groups first.
+
+        Runs the query for more and more hits (group_size x limit x 2, then x4 each round) until
+        every group is full or the collection has no more hits.
+        """
+        collection = self._collection(request)
+        group_size = group_size or 3
+        limit = limit if limit is not None else convert.DEFAULT_LIMIT
+        converter = self._query_converter(collection)
+        fetch = max(1, group_size * limit * 2)
+        while True:
+            hits = collection.shard.query(converter.request(query.model_copy(update={"limit": fetch, "offset": None, "with_payload": True})))
+            groups: dict[Any, list] = {}
+            for hit in hits:
+                for value in convert.group_values(hit.payload, group_by):
+                    if value not in groups and len(groups) < limit:
+                        groups[value] = []
+                    if value in groups and len(groups[value]) < group_size:
+                        groups[value].append(hit)
+            full = len(groups) == limit and all(len(g) == group_size for g in groups.values())
+            if full or len(hits) < fetch:
+                break
+            fetch *= 4
+        out = []
+        for value, members in groups.items():
+            rendered = []
+            for hit in members:
+                point = scored_point_json(hit, bool(query.with_vector))
+                payload = convert.select_payload(hit.payload, query.with_payload)
+                point.pop("payload", None)
+                if payload is not None:
+                    point["payload"] = payload
+                rendered.append(point)
+            out.append({"id": value, "hits": rendered})
+        if with_lookup is not None:
+            self._add_lookups(out, with_lookup)
+        return {"groups": out}
+
+    def _add_lookups(self, groups: list[dict], with_lookup: Any) -> None:
+        """`with_lookup`: each group's id looked up as a point id in another collection."""
+        if isinstance(with_lookup, str):
+            name, with_payload, with_vectors = with_lookup, True, False
+        else:
+            name, with_payload, with_vectors = with_lookup.collection, with_lookup.with_payload, with_lookup.with_vectors
+        source = self.store.resolve(name)
+        wanted = {}
+        for group in groups:
+            try:
+                wanted[group["id"]] = edge_id(group["id"])
+            except ApiError:  # a value that cannot be a point id has no lookup
+                continue
+        records = source.shard.retrieve(list(wanted.values()), with_payload=convert.with_payload(with_payload, True),
+                                        with_vector=convert.with_vector(with_vectors))
+        by_id = {id_json(record.id): record_json(record) for record in records}
+        for group in groups:
+            if group["id"] in by_id:
+                group["lookup"] = by_id[group["id"]]
 
     def scroll(self, request: Request) -> dict:
         body = request.parse(models.ScrollRequest)

@@ -289,6 +289,106 @@ class SearchRequestBatch(BaseModel):
     searches: list[SearchRequest]
 
 
+# The deprecated recommend and discover endpoints (still routed by Qdrant 1.19); qdrant-client 1.20 no
+# longer models their bodies. Each becomes the equivalent `points/query` request.
+ExampleOrVector = Union[int, str, list[float], models.SparseVector]
+
+
+class _LegacyRead(BaseModel):
+    filter: Optional[models.Filter] = None
+    params: Optional[models.SearchParams] = None
+    limit: int = DEFAULT_LIMIT
+    offset: Optional[int] = None
+    with_payload: Optional[models.WithPayloadInterface] = None
+    with_vector: Optional[models.WithVector] = None
+    score_threshold: Optional[float] = None
+    using: Optional[str] = None
+    lookup_from: Optional[models.LookupLocation] = None
+    shard_key: Any = None  # one local shard: accepted and ignored
+
+    def query_request(self, query: Any) -> models.QueryRequest:
+        return models.QueryRequest(
+            query=query, using=self.using, lookup_from=self.lookup_from, filter=self.filter, params=self.params,
+            limit=self.limit, offset=self.offset, with_payload=self.with_payload, with_vector=self.with_vector,
+            score_threshold=self.score_threshold,
+        )
+
+
+class RecommendRequest(_LegacyRead):
+    positive: list[ExampleOrVector] = []
+    negative: list[ExampleOrVector] = []
+    strategy: Optional[models.RecommendStrategy] = None
+
+    def to_query(self) -> models.QueryRequest:
+        return self.query_request(models.RecommendQuery(recommend=models.RecommendInput(
+            positive=self.positive, negative=self.negative, strategy=self.strategy)))
+
+
+class RecommendRequestBatch(BaseModel):
+    searches: list[RecommendRequest]
+
+
+class ContextExamplePair(BaseModel):
+    positive: ExampleOrVector
+    negative: ExampleOrVector
+
+
+class DiscoverRequest(_LegacyRead):
+    target: Optional[ExampleOrVector] = None
+    context: Optional[list[ContextExamplePair]] = None
+
+    def to_query(self) -> models.QueryRequest:
+        pairs = [models.ContextPair(positive=p.positive, negative=p.negative) for p in self.context or []]
+        if self.target is None:
+            return self.query_request(models.ContextQuery(context=pairs))
+        return self.query_request(models.DiscoverQuery(discover=models.DiscoverInput(target=self.target, context=pairs)))
+
+
+class DiscoverRequestBatch(BaseModel):
+    searches: list[DiscoverRequest]
+
+
+class _Groups(BaseModel):
+    group_by: str
+    group_size: int = 3
+    with_lookup: Optional[models.WithLookupInterface] = None
+
+
+class SearchGroupsRequest(SearchRequest, _Groups):
+    def to_query(self) -> models.QueryRequest:
+        vector = self.vector
+        query, using = (vector, None) if isinstance(vector, list) else (vector.vector, vector.name)
+        return models.QueryRequest(
+            query=query, using=using, filter=self.filter, params=self.params, limit=self.limit,
+            with_payload=self.with_payload, with_vector=self.with_vector, score_threshold=self.score_threshold)
+
+
+class RecommendGroupsRequest(RecommendRequest, _Groups):
+    pass
+
+
+def select_payload(payload: dict | None, selector: Any) -> dict | None:
+    """A payload as a request's `with_payload` asks for it (top-level keys)."""
+    if payload is None or selector is None or selector is False:
+        return None
+    if selector is True:
+        return payload
+    if isinstance(selector, list):
+        return {k: v for k, v in payload.items() if k in selector}
+    if isinstance(selector, models.PayloadSelectorInclude):
+        return {k: v for k, v in payload.items() if k in selector.include}
+    return {k: v for k, v in payload.items() if k not in selector.exclude}
+
+
+def group_values(payload: dict | None, key: str) -> list:
+    """The values of `key` (a dotted path) a point is grouped under: strings and integers, arrays spread."""
+    value: Any = payload or {}
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, (str, int)) and not isinstance(v, bool)]
+
+
 def search_to_edge(request: SearchRequest) -> qe.QueryRequest:
     vector = request.vector
     if isinstance(vector, list):

@@ -1,8 +1,10 @@
 """Collections (one qdrant-edge shard each) and aliases, persisted under the data directory.
 
     DATA/collections/<name>/shard/             the EdgeShard directory
-    DATA/collections/<name>/collection.json    the create request as Qdrant received it (info, restarts)
+    DATA/collections/<name>/collection.json    the create request as Qdrant received it (info, restarts),
+                                               and the payload index requests (their parameters)
     DATA/aliases.json                          {alias: collection}
+    DATA/snapshots/<name>/<snapshot>           collection snapshots (see Store.create_snapshot)
 
 collection.json is written only after the shard exists, so a directory without it is a create that
 never finished: skipped at start and replaced by the next create of that name.
@@ -10,10 +12,13 @@ never finished: skipped at start and replaced by the next create of that name.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import shutil
+import tarfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,8 @@ SHARD_DIR = "shard"
 META_FILE = "collection.json"
 ALIASES_FILE = "aliases.json"
 LOCK_FILE = ".lock"
+SNAPSHOTS_DIR = "snapshots"
+SNAPSHOT_SUFFIX = ".snapshot"
 
 # Qdrant's rule for collection names; it also keeps every name a single safe directory name.
 FORBIDDEN_NAME_CHARS = '<>:"/\\|?*\0\x1f'
@@ -54,6 +61,18 @@ def _dump(model: Any) -> dict:
     return {} if model is None else model.model_dump(mode="json", exclude_none=True)
 
 
+def _snapshot_description(path: Path) -> dict:
+    """Qdrant's SnapshotDescription: name, creation_time (UTC, no zone), size, sha256 checksum."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+    stat = path.stat()
+    created = datetime.fromtimestamp(stat.st_mtime, timezone.utc).replace(tzinfo=None)
+    return {"name": path.name, "creation_time": created.isoformat(timespec="seconds"), "size": stat.st_size,
+            "checksum": digest.hexdigest()}
+
+
 def validate_name(name: str) -> None:
     bad = next((c for c in FORBIDDEN_NAME_CHARS if c in name), None)
     if bad is not None or not name or name in (".", "..") or len(name) > MAX_NAME_LENGTH:
@@ -62,11 +81,15 @@ def validate_name(name: str) -> None:
 
 
 class Collection:
-    def __init__(self, name: str, directory: Path, shard: qe.EdgeShard, create: models.CreateCollection):
+    def __init__(self, name: str, directory: Path, shard: qe.EdgeShard, create: models.CreateCollection,
+                 index_params: dict[str, dict] | None = None):
         self.name = name
         self.directory = directory
         self.shard = shard
         self.create = create
+        # Parameterised payload indexes as requested ({field: {"type": "keyword", "is_tenant": true}}):
+        # edge reports only their data type; Qdrant's info shows the parameters too.
+        self.index_params = index_params or {}
         self.operation_id = 0  # Qdrant numbers each collection's updates; only the sequence matters here
 
     def apply(self, operation: qe.UpdateOperation) -> int:
@@ -82,6 +105,17 @@ class Collection:
         self.shard.optimize()
         self.operation_id += 1
         return self.operation_id
+
+    def record_index(self, field: str, params: dict | None) -> None:
+        """Remember a payload index's parameters (None: a plain type, or the index was deleted)."""
+        if params is None:
+            self.index_params.pop(field, None)
+        else:
+            self.index_params[field] = params
+        _write_json(self.directory / META_FILE, self.meta())
+
+    def meta(self) -> dict:
+        return {"name": self.name, "config": _dump(self.create), "payload_index_params": self.index_params}
 
     def fetch_vector(self, point_id: PointId, vector_name: str) -> Any:
         records = self.shard.retrieve([point_id], with_payload=False, with_vector=[vector_name] if vector_name else True)
@@ -130,10 +164,16 @@ class Collection:
             "config": config,
             "payload_schema": {
                 # edge's enum prints as `PayloadSchemaType.Keyword`; Qdrant's name is `keyword`
-                field: {"data_type": str(index.data_type).rpartition(".")[2].lower(), "points": index.points}
-                for field, index in shard.payload_schema.items()
+                field: self._index_info(field, index) for field, index in shard.payload_schema.items()
             },
         }
+
+    def _index_info(self, field: str, index: Any) -> dict:
+        # edge's enum prints as `PayloadSchemaType.Keyword`; Qdrant's name is `keyword`
+        info = {"data_type": str(index.data_type).rpartition(".")[2].lower(), "points": index.points}
+        if field in self.index_params:
+            info["params"] = self.index_params[field]
+        return info
 
     def close(self) -> None:
         self.shard.close()
@@ -171,7 +211,8 @@ class Store:
         meta = json.loads((directory / META_FILE).read_text())
         create = models.CreateCollection.model_validate(meta["config"])
         shard = qe.EdgeShard.load(str(directory / SHARD_DIR))
-        self.collections[meta["name"]] = Collection(meta["name"], directory, shard, create)
+        self.collections[meta["name"]] = Collection(
+            meta["name"], directory, shard, create, meta.get("payload_index_params"))
 
     def resolve(self, name: str) -> Collection:
         """A collection by its name or one of its aliases."""
@@ -197,17 +238,18 @@ class Store:
         except Exception:
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        _write_json(directory / META_FILE, {"name": name, "config": _dump(create)})
-        self.collections[name] = Collection(name, directory, shard, create)
+        collection = Collection(name, directory, shard, create)
+        _write_json(directory / META_FILE, collection.meta())
+        self.collections[name] = collection
 
-    def delete(self, name: str) -> bool:
+    def delete(self, name: str, keep_aliases: bool = False) -> bool:
         """Like Qdrant: by the collection's own name only (never through an alias), false if absent."""
         collection = self.collections.pop(name, None)
         if collection is None:
             return False
         collection.close()
         shutil.rmtree(collection.directory)
-        if name in self.aliases.values():
+        if not keep_aliases and name in self.aliases.values():
             self.aliases = {a: c for a, c in self.aliases.items() if c != name}
             _write_json(self.data_dir / ALIASES_FILE, self.aliases)
         return True
@@ -236,6 +278,72 @@ class Store:
                 aliases[new] = aliases.pop(old)
         _write_json(self.data_dir / ALIASES_FILE, aliases)
         self.aliases = aliases
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshots_dir(self, name: str) -> Path:
+        return self.data_dir / SNAPSHOTS_DIR / name
+
+    def create_snapshot(self, name: str) -> dict:
+        """A gzipped tar of the collection's directory: collection.json and the shard directory.
+
+        Handlers run one at a time and every write is flushed before it is acknowledged, so the
+        directory is consistent while it is read. Named like Qdrant's: `{collection}-0-{time}.snapshot`.
+        """
+        collection = self.resolve(name)
+        directory = self.snapshots_dir(collection.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        created = datetime.now(timezone.utc).replace(tzinfo=None)
+        base = f"{collection.name}-0-{created:%Y-%m-%d-%H-%M-%S}"
+        snapshot = directory / f"{base}{SNAPSHOT_SUFFIX}"
+        suffix = 1
+        while snapshot.exists():
+            snapshot, suffix = directory / f"{base}-{suffix}{SNAPSHOT_SUFFIX}", suffix + 1
+        collection.shard.flush()
+        temp = snapshot.with_name(f".{snapshot.name}.tmp")
+        with tarfile.open(temp, "w:gz", compresslevel=1) as tar:  # the shard's files are mostly preallocated zeros
+            tar.add(collection.directory / META_FILE, arcname=META_FILE)
+            tar.add(collection.directory / SHARD_DIR, arcname=SHARD_DIR)
+        os.replace(temp, snapshot)
+        return _snapshot_description(snapshot)
+
+    def list_snapshots(self, name: str) -> list[dict]:
+        directory = self.snapshots_dir(self.resolve(name).name)
+        if not directory.is_dir():
+            return []
+        return [_snapshot_description(p) for p in sorted(directory.glob(f"*{SNAPSHOT_SUFFIX}"))]
+
+    def snapshot_file(self, name: str, snapshot: str) -> Path:
+        """The file of one snapshot of a collection (which may be deleted since, as in Qdrant)."""
+        collection = self.collections.get(name) or self.collections.get(self.aliases.get(name, ""))
+        path = self.snapshots_dir(collection.name if collection else name) / snapshot
+        if "/" in snapshot or snapshot.startswith(".") or not path.is_file():
+            raise not_found(f"Snapshot {snapshot} of collection {name} not found")
+        return path
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        self.snapshot_file(name, snapshot).unlink()
+
+    def recover(self, name: str, snapshot: Path) -> None:
+        """Replace (or create) collection `name` with a snapshot's contents, as Qdrant's recovery does."""
+        validate_name(name)
+        staging = self.collections_dir / f".recover-{name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            with tarfile.open(snapshot) as tar:
+                tar.extractall(staging, filter="data")
+            meta = json.loads((staging / META_FILE).read_text())
+        except (tarfile.TarError, OSError, ValueError, KeyError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise wrong_input(f"Invalid snapshot {snapshot.name}: {exc}") from None
+        if name in self.collections:
+            self.delete(name, keep_aliases=True)
+        meta["name"] = name
+        _write_json(staging / META_FILE, meta)
+        directory = self.collections_dir / name
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(staging, directory)
+        self._load(directory)
 
     def close(self) -> None:
         for collection in self.collections.values():

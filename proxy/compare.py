@@ -1,0 +1,188 @@
+"""`bluegreen-proxy compare`: run a file of queries against both physical collections of a route and
+score how far their answers agree (overlap@k, RBO), query by query and on average.
+
+The validation step of a migration, and what an operator runs when a complaint about result quality
+comes in. Each line of the file is one JSON body for `POST /collections/{name}/points/query` (the
+Query API); blank lines and lines starting with `#` are skipped. A body without `limit` is sent with
+`limit: k`. Logical collection names inside a body (`lookup_from`) are rewritten per colour as the
+proxy would. The calls are the proxy's own, to the upstream directly, with `upstream.api_key`.
+
+Exit status: 0; 1 when the mean overlap@k is below `--min-overlap`, or a query could not be
+compared (an error on either colour, the upstream unreachable); 2 for a usage error (unknown route,
+unreadable file, a line that is not a JSON object).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Hashable, TextIO
+
+import httpx
+
+from routing.config import Config, Route
+from routing.overlap import UnreadableResult, overlap_at_k, rank_biased_overlap, ranked_ids
+from routing.rewrite import rewrite_body_collections
+from routing.table import BLUE, GREEN, RouteTable, quote_segment
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """The command cannot run as asked: the message says why."""
+
+
+@dataclass
+class QueryComparison:
+    line: int
+    overlap: float | None = None  # None: both colours returned nothing, or an error
+    rbo: float | None = None
+    only_blue: list[Hashable] = field(default_factory=list)
+    only_green: list[Hashable] = field(default_factory=list)
+    blue_ids: list[Hashable] = field(default_factory=list)
+    green_ids: list[Hashable] = field(default_factory=list)
+    error: str | None = None
+
+
+def read_queries(path: str) -> list[tuple[int, dict]]:
+    """(line number, body) of every query in a JSON-lines file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.readlines()
+    except OSError as exc:
+        raise UsageError(f"--queries {path}: {exc.strerror or exc}") from None
+    queries = []
+    for number, text in enumerate(lines, start=1):
+        text = text.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{path}:{number}: not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise UsageError(f"{path}:{number}: a query is a JSON object (a Query API body)")
+        if "text" in body and "query" not in body:
+            raise UsageError(f"{path}:{number}: a text query needs the route's embedders (a route with `embed`)")
+        queries.append((number, body))
+    if not queries:
+        raise UsageError(f"{path}: no queries")
+    return queries
+
+
+def compare_route(config: Config, route_name: str, queries: list[tuple[int, dict]], k: int, upstream_url: str) -> list[QueryComparison]:
+    route = config.routes[route_name]
+    table = RouteTable(config)
+    headers = {"content-type": "application/json"}
+    if config.upstream.api_key:
+        headers["api-key"] = config.upstream.api_key
+    results = []
+    with httpx.Client(base_url=upstream_url, headers=headers, timeout=config.upstream.timeout) as client:
+        for line, body in queries:
+            sized = body if "limit" in body else {**body, "limit": k}
+            results.append(_compare_one(client, table, route, line, sized, k))
+    return results
+
+
+def _compare_one(client: httpx.Client, table: RouteTable, route: Route, line: int, body: dict, k: int) -> QueryComparison:
+    answers: dict[str, list[Hashable]] = {}
+    for colour, collection in ((BLUE, route.blue), (GREEN, route.green)):
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        raw = rewrite_body_collections(
+            raw, lambda name, colour=colour: (r.collection(colour) if (r := table.routes.get(name)) else None)
+        ) or raw
+        try:
+            response = client.post(f"/collections/{quote_segment(collection)}/points/query", content=raw)
+        except httpx.HTTPError as exc:
+            return QueryComparison(line, error=f"{colour} ({collection}): no answer: {exc}")
+        if response.status_code != 200:
+            return QueryComparison(line, error=f"{colour} ({collection}) answered {response.status_code}: {_error_text(response)}")
+        try:
+            answers[colour] = ranked_ids("query", response.json().get("result"))[0]
+        except (ValueError, AttributeError, UnreadableResult) as exc:
+            return QueryComparison(line, error=f"{colour} ({collection}): not a search result: {exc}")
+    blue, green = answers[BLUE][:k], answers[GREEN][:k]
+    return QueryComparison(
+        line,
+        overlap=overlap_at_k(blue, green, k),
+        rbo=rank_biased_overlap(blue, green, k),
+        only_blue=[point for point in blue if point not in set(green)],
+        only_green=[point for point in green if point not in set(blue)],
+        blue_ids=blue,
+        green_ids=green,
+    )
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return response.json()["status"]["error"]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200] or response.reason_phrase
+
+
+def summary(results: list[QueryComparison]) -> dict:
+    scored = [result for result in results if result.overlap is not None]
+    return {
+        "queries": len(results),
+        "compared": len(scored),
+        "failed": sum(result.error is not None for result in results),
+        "mean_overlap": sum(r.overlap for r in scored) / len(scored) if scored else None,
+        "mean_rbo": sum(r.rbo for r in scored) / len(scored) if scored else None,
+    }
+
+
+def print_table(route_name: str, route: Route, k: int, results: list[QueryComparison], totals: dict, out: TextIO) -> None:
+    print(f"route {route_name}: blue {route.blue}, green {route.green}, top {k}, {len(results)} queries", file=out)
+    print(f"{'line':>5}  {f'overlap@{k}':>10}  {'rbo':>6}  {'only in blue':30}  only in green", file=out)
+    for result in results:
+        if result.error:
+            print(f"{result.line:>5}  error: {result.error}", file=out)
+            continue
+        print(
+            f"{result.line:>5}  {_score(result.overlap):>10}  {_score(result.rbo):>6}  "
+            f"{_ids(result.only_blue):30}  {_ids(result.only_green)}",
+            file=out,
+        )
+    print(
+        f"{'mean':>5}  {_score(totals['mean_overlap']):>10}  {_score(totals['mean_rbo']):>6}  "
+        f"({totals['compared']} compared, {totals['failed']} failed, "
+        f"{totals['queries'] - totals['compared'] - totals['failed']} empty on both)",
+        file=out,
+    )
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _ids(ids: list) -> str:
+    return ", ".join(str(point) for point in ids) or "-"
+
+
+def run(config: Config, route_name: str, queries_path: str, k: int, min_overlap: float | None,
+        as_json: bool, upstream_url: str, out: TextIO = sys.stdout) -> int:
+    """The command; UsageError for what the caller must fix."""
+    if route_name not in config.routes:
+        raise UsageError(f"no route named `{route_name}` (routes: {', '.join(config.routes) or 'none'})")
+    if k < 1:
+        raise UsageError("--k: must be >= 1")
+    route = config.routes[route_name]
+    results = compare_route(config, route_name, read_queries(queries_path), k, upstream_url)
+    totals = summary(results)
+    mean = totals["mean_overlap"]
+    below = min_overlap is not None and (mean is None or mean < min_overlap)
+    passed = not below and not totals["failed"]
+    if as_json:
+        document = {
+            "route": route_name, "blue": route.blue, "green": route.green, "k": k,
+            "results": [asdict(result) for result in results], **totals,
+            "min_overlap": min_overlap, "passed": passed,
+        }
+        print(json.dumps(document, indent=2), file=out)
+    else:
+        print_table(route_name, route, k, results, totals, out)
+        if below:
+            print(f"FAIL: mean overlap@{k} {_score(mean)} < --min-overlap {min_overlap:g}", file=out)
+        elif totals["failed"]:
+            print(f"FAIL: {totals['failed']} queries could not be compared", file=out)
+    return EXIT_OK if passed else EXIT_FAILED

@@ -1,0 +1,40 @@
+"""`bluegreen-proxy migrate SUBCOMMAND`: the migration runbook as commands.
+
+create-green -> backfill -> validate -> (the proxy's rollout) -> promote -> decommission; plan first.
+One module per subcommand; client.py talks to Qdrant's REST API with httpx.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from proxy.migrate import backfill, create_green, decommission, plan, promote, validate
+from proxy.migrate.client import MigrateError, Target, UpstreamError, add_connection_flags
+
+SUBCOMMANDS = (create_green, backfill, validate, promote, decommission, plan)
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("migrate", help="the migration runbook: create-green, backfill, validate, promote, decommission, plan")
+    connection = argparse.ArgumentParser(add_help=False)
+    add_connection_flags(connection)
+    subcommands = parser.add_subparsers(dest="migrate_command", required=True, metavar="SUBCOMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(subcommands, [connection])
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        target = Target.from_args(args)
+        return asyncio.run(args.run(args, target))
+    except MigrateError as exc:
+        print(f"migrate {args.migrate_command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"migrate {args.migrate_command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # includes httpx's transport errors' causes and file errors
+        print(f"migrate {args.migrate_command}: {exc}", file=sys.stderr)
+        return 1

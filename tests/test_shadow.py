@@ -1,0 +1,308 @@
+"""Shadow reads end to end: client -> proxy -> fault injector -> embedded upstream, with crafted data.
+
+Blue and green hold the same 40 ids. For the query "axis 0" blue's top 10 are ids 0..9; green keeps
+the vectors of ids 0..6, moves 7..9 far away and moves 10..12 into their places, so green's top 10
+are 0..6, 10, 11, 12: an overlap@10 of exactly 0.7 on every comparison (RBO 0.8682, computed by hand
+in test_overlap.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import aiohttp
+import pytest
+from qdrant_client import models
+
+from routing.overlap import rank_biased_overlap
+from routing.table import bucket
+from tests.faults import clear_faults, set_fault, start_fault_proxy
+from tests.support import RunningProxy, metric_value, qdrant_client, wait_until
+
+DIM = 8
+QUERY = [1.0] + [0.0] * (DIM - 1)
+MATCHES_NOTHING = {"must": [{"key": "home", "match": {"value": "nowhere"}}]}
+# The latency rule is not under test here: on a loaded machine a 600 ms spike must not trip it first.
+FAST_GUARD = "{interval: 200ms, window: 2s, min_requests: 20, error_for: 600ms, latency_for: 600ms, max_latency_ratio: 1000, empty_for: 600ms%s}"
+EXPECTED_RBO = rank_biased_overlap(list(range(10)), [0, 1, 2, 3, 4, 5, 6, 10, 11, 12], 10)
+
+
+def near(rank: int) -> list[float]:
+    """Cosine similarity to QUERY falls with rank (0.9988 ... 0.894)."""
+    return [1.0, 0.05 * (rank + 1)] + [0.0] * (DIM - 2)
+
+
+def far(point_id: int) -> list[float]:
+    vector = [0.1] + [0.0] * (DIM - 1)
+    vector[2 + point_id % (DIM - 2)] = 1.0
+    return vector
+
+
+def crafted(upstream_url: str, blue: str, green: str) -> None:
+    direct = qdrant_client(upstream_url, timeout=30)
+    green_near = {**{i: i for i in range(7)}, 10: 7, 11: 8, 12: 9}  # id -> rank
+    for name, ranks in ((blue, {i: i for i in range(10)}), (green, green_near)):
+        direct.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
+        direct.upsert(name, [
+            models.PointStruct(id=i, vector=near(ranks[i]) if i in ranks else far(i), payload={"home": name})
+            for i in range(40)
+        ], wait=True)
+    direct.close()
+
+
+@pytest.fixture(scope="module")
+def faulty_upstream(embedded_upstream, tmp_path_factory):
+    server, url = start_fault_proxy(embedded_upstream, tmp_path_factory.mktemp("faults"))
+    yield url, embedded_upstream
+    server.stop()
+
+
+@pytest.fixture
+def collections(faulty_upstream):
+    fault_url, upstream_url = faulty_upstream
+    tag = uuid.uuid4().hex[:8]
+    logical, blue, green = f"sh_{tag}", f"sh_{tag}_blue", f"sh_{tag}_green"
+    crafted(upstream_url, blue, green)
+    yield logical, blue, green
+    clear_faults(fault_url)
+
+
+@pytest.fixture
+def proxies(tmp_path, faulty_upstream):
+    started: list[RunningProxy] = []
+
+    def start(routes: str, name: str = "proxy") -> RunningProxy:
+        proxy = RunningProxy(tmp_path / name, faulty_upstream[0], routes)
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+def route(logical: str, blue: str, green: str, percent: float, **extra) -> str:
+    lines = [f"  {logical}:", f"    blue: {blue}", f"    green: {green}", f"    green_percent: {percent}"]
+    lines += [f"    {key}: {value}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def shadow_results(proxy: RunningProxy, logical: str) -> dict[str, float]:
+    text = proxy.metrics_text()
+    return {
+        result: metric_value(text, "bluegreen_shadow_requests_total", route=logical, result=result)
+        for result in ("compared", "skipped", "dropped", "error")
+    }
+
+
+def searches(proxy_url: str, logical: str, users: list[str], body: dict | None = None, concurrency: int = 8) -> list[float]:
+    """One query per user, `concurrency` at a time; each client-side latency in seconds (all must be 200)."""
+    body = body or {"query": QUERY, "limit": 10}
+
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        queue = list(users)
+        async with aiohttp.ClientSession() as session:
+            async def worker() -> None:
+                while queue:
+                    user = queue.pop()
+                    started = time.perf_counter()
+                    async with session.post(
+                        f"{proxy_url}/collections/{logical}/points/query", json=body, headers={"x-user-id": user},
+                    ) as response:
+                        await response.read()
+                        assert response.status == 200, await response.text()
+                    latencies.append(time.perf_counter() - started)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies
+
+    return asyncio.run(run())
+
+
+def green_users(logical: str, count: int, threshold: int = 5000) -> list[str]:
+    """Keys the split sends to green at 50 % (the route's salt is its name)."""
+    users, i = [], 0
+    while len(users) < count:
+        key = f"attacker-{i}"
+        if bucket(logical.encode(), key.encode()) < threshold:
+            users.append(key)
+        i += 1
+    return users
+
+
+# ---------------------------------------------------------------- scores
+
+
+def test_exported_mean_overlap_matches_the_shared_fraction(collections, proxies):
+    logical, blue, green = collections
+    proxy = proxies(route(logical, blue, green, 50, shadow="{sample: 1.0, k: 10}"))
+    on_green = green_users(logical, 3)
+    on_blue = [f"blue-{i}" for i in range(200) if bucket(logical.encode(), f"blue-{i}".encode()) >= 5000][:3]
+    for user in on_green + on_blue:  # the real client, both colours answering, five queries each
+        client = qdrant_client(proxy.url, timeout=10, headers={"x-user-id": user})
+        try:
+            for _ in range(5):
+                assert len(client.query_points(logical, query=QUERY, limit=10).points) == 10
+        finally:
+            client.close()
+    client = qdrant_client(proxy.url, timeout=10, headers={"x-user-id": on_green[0]})
+    try:
+        for _ in range(5):
+            answers = client.query_batch_points(logical, [
+                models.QueryRequest(query=QUERY, limit=10), models.QueryRequest(query=QUERY, limit=10),
+            ])
+            assert [len(answer.points) for answer in answers] == [10, 10]
+    finally:
+        client.close()
+
+    wait_until(lambda: shadow_results(proxy, logical)["compared"] == 35, timeout=15)
+    text = proxy.metrics_text()
+    assert shadow_results(proxy, logical) == {"compared": 35, "skipped": 0, "dropped": 0, "error": 0}
+    count = metric_value(text, "bluegreen_shadow_overlap_count", route=logical)
+    assert count == 30 + 5 * 2  # one score per sub-request
+    assert metric_value(text, "bluegreen_shadow_overlap_sum", route=logical) / count == pytest.approx(0.7)
+    assert metric_value(text, "bluegreen_shadow_overlap_bucket", route=logical, le="0.6") == 0
+    assert metric_value(text, "bluegreen_shadow_overlap_bucket", route=logical, le="0.7") == count
+    assert metric_value(text, "bluegreen_shadow_rbo_sum", route=logical) / count == pytest.approx(EXPECTED_RBO)
+    assert metric_value(text, "bluegreen_shadow_latency_ratio_count", route=logical) == 35
+    # Both colours answered clients, so both directions of shadow were compared; shadow exchanges
+    # are not client requests: the request counters hold only the 35 client reads.
+    assert metric_value(text, "bluegreen_requests_total", route=logical, color="green") == 20
+    assert metric_value(text, "bluegreen_requests_total", route=logical, color="blue") == 15
+
+
+def test_reads_that_cannot_be_valid_on_the_other_colour_are_skipped(collections, faulty_upstream, proxies):
+    logical, blue, green = collections
+    small = f"{green}_4d"  # another dimension: a blue query vector cannot be sent there
+    direct = qdrant_client(faulty_upstream[1], timeout=30)
+    direct.create_collection(small, vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
+    direct.close()
+    other = f"{logical}_model"
+    proxy = proxies(
+        route(logical, blue, green, 50, shadow="{sample: 1.0}", allow_override="true")
+        + route(other, blue, small, 0, shadow="{sample: 1.0}")
+    )
+
+    async def forced() -> None:
+        async with aiohttp.ClientSession() as session:
+            for colour in ("blue", "green"):
+                async with session.post(f"{proxy.url}/collections/{logical}/points/query", json={"query": QUERY},
+                                        headers={"x-bluegreen-color": colour}) as response:
+                    assert response.status == 200 and response.headers["x-bluegreen-color"] == colour
+
+    asyncio.run(forced())
+    searches(proxy.url, other, [f"u{i}" for i in range(5)])
+    searches(proxy.url, other, ["scroller"], body={"query": 3, "limit": 3})  # by id: valid on both, compared
+    wait_until(lambda: shadow_results(proxy, other)["skipped"] == 5 and shadow_results(proxy, other)["error"] == 1)
+    assert shadow_results(proxy, logical) == {"compared": 0, "skipped": 2, "dropped": 0, "error": 0}
+    # The id query reached the empty 4-dim collection, which has no point 3: Qdrant's 404 is an error.
+    assert shadow_results(proxy, other) == {"compared": 0, "skipped": 5, "dropped": 0, "error": 1}
+
+
+# ---------------------------------------------------------------- off the client's path
+
+
+def test_a_slow_shadow_leaves_the_clients_latency_unchanged(collections, faulty_upstream, proxies):
+    logical, blue, green = collections
+    plain = f"{logical}_plain"
+    set_fault(faulty_upstream[0], green, delay_ms=400)
+    proxy = proxies(
+        route(logical, blue, green, 0, shadow="{sample: 1.0, max_inflight: 64}") + route(plain, blue, green, 0)
+    )
+    users = [f"u{i}" for i in range(20)]
+    searches(proxy.url, plain, users[:5], concurrency=1)  # warm the pool
+    unshadowed = sorted(searches(proxy.url, plain, users, concurrency=1))
+    shadowed = sorted(searches(proxy.url, logical, users, concurrency=1))
+    assert max(shadowed) < 0.3, shadowed  # no client waited for its 400 ms shadow
+    assert shadowed[10] < 2 * unshadowed[10] + 0.02, (shadowed, unshadowed)
+
+    wait_until(lambda: shadow_results(proxy, logical)["compared"] == 20, timeout=15)
+    text = proxy.metrics_text()
+    # Green (the shadow) took over 400 ms, blue a few: every pair's green/blue ratio is above 10.
+    assert metric_value(text, "bluegreen_shadow_latency_ratio_count", route=logical) == 20
+    assert metric_value(text, "bluegreen_shadow_latency_ratio_bucket", route=logical, le="10.0") == 0
+
+
+def test_max_inflight_drops_and_counts(collections, faulty_upstream, proxies):
+    logical, blue, green = collections
+    set_fault(faulty_upstream[0], green, delay_ms=1500)
+    proxy = proxies(route(logical, blue, green, 0, shadow="{sample: 1.0, max_inflight: 2}"))
+    latencies = searches(proxy.url, logical, [f"u{i}" for i in range(12)], concurrency=1)
+    assert max(latencies) < 1.0
+    seen = shadow_results(proxy, logical)
+    assert seen["dropped"] >= 8, seen  # 2 in flight for 1.5 s; the rest came within that time
+    wait_until(lambda: sum(shadow_results(proxy, logical).values()) == 12, timeout=10)
+    final = shadow_results(proxy, logical)
+    assert final["compared"] == 12 - final["dropped"] and final["error"] == final["skipped"] == 0
+
+
+# ---------------------------------------------------------------- the guard
+
+
+@pytest.mark.parametrize("action", ["rollback", "alert"])
+def test_guard_trips_on_min_overlap(collections, proxies, action):
+    logical, blue, green = collections
+    guard = FAST_GUARD % f", min_overlap: 0.9, overlap_for: 600ms, action: {action}"
+    proxy = proxies(route(logical, blue, green, 50, shadow="{sample: 1.0}", guard=guard))
+    key = "state" if action == "rollback" else "last_alert"
+    deadline, batch = time.monotonic() + 20, 0
+    while time.monotonic() < deadline:
+        searches(proxy.url, logical, [f"u{batch}-{i}" for i in range(60)])
+        batch += 1
+        status = proxy.admin_json()["routes"][logical]
+        if (status["state"] == "rolled_back") if action == "rollback" else status["last_alert"]:
+            break
+    status = proxy.admin_json()["routes"][logical]
+    metrics = proxy.metrics_text()
+    if action == "rollback":
+        assert (status["state"], status["reason"]) == ("rolled_back", "overlap"), status
+        figures = status["figures"]
+        assert metric_value(metrics, "bluegreen_rollbacks_total", route=logical, reason="overlap") == 1
+        assert status["effective_green_percent"] == 0
+    else:
+        assert status["state"] == "active" and status["last_alert"]["reason"] == "overlap", status
+        figures = status["last_alert"]["figures"]
+        assert metric_value(metrics, "bluegreen_rollbacks_total", route=logical) == 0
+        assert "mean overlap@k 0.700" in status["last_alert"]["detail"]
+    assert figures["mean_overlap"] == pytest.approx(0.7) and figures["comparisons"] >= 20, key
+    assert figures["min_overlap"] == 0.9
+
+
+def test_searches_matching_nothing_on_both_colours_do_not_trip_the_empty_rule_when_shadowed(collections, proxies):
+    """A client picks keys that land on green and sends searches whose filter matches nothing."""
+    logical, blue, green = collections
+    guard = FAST_GUARD % ""
+    shadowed = proxies(route(logical, blue, green, 50, shadow="{sample: 1.0}", guard=guard), name="shadowed")
+    unshadowed = proxies(route(logical, blue, green, 50, guard=guard), name="unshadowed")
+    attackers = green_users(logical, 40)
+    started, batch = time.monotonic(), 0
+    # At least 3 s of both (15 judgements of the 600 ms rule), and until the unshadowed one trips.
+    while time.monotonic() - started < 3 or unshadowed.admin_json()["routes"][logical]["state"] == "active":
+        for proxy in (shadowed, unshadowed):
+            searches(proxy.url, logical, [f"user-{batch}-{i}" for i in range(40)])
+            searches(proxy.url, logical, attackers, body={"query": QUERY, "filter": MATCHES_NOTHING})
+        batch += 1
+        if time.monotonic() - started > 30:
+            break
+    # The attack works on per-colour shares ...
+    assert unshadowed.admin_json()["routes"][logical]["reason"] == "empty_results"
+    # ... and not on pairs: green empty where blue is empty too is no evidence against green.
+    status = shadowed.admin_json()["routes"][logical]
+    assert status["state"] == "active" and status["last_alert"] is None, status
+    assert shadow_results(shadowed, logical)["compared"] >= 200
+
+
+def test_shadowed_empty_rule_trips_when_green_alone_comes_back_empty(collections, faulty_upstream, proxies):
+    logical, blue, green = collections
+    set_fault(faulty_upstream[0], green, empty=True, operations=["query"])
+    proxy = proxies(route(logical, blue, green, 50, shadow="{sample: 1.0}", guard=FAST_GUARD % ""))
+    deadline, batch = time.monotonic() + 20, 0
+    while time.monotonic() < deadline and proxy.admin_json()["routes"][logical]["state"] != "rolled_back":
+        searches(proxy.url, logical, [f"u{batch}-{i}" for i in range(60)])
+        batch += 1
+    status = proxy.admin_json()["routes"][logical]
+    assert (status["state"], status["reason"]) == ("rolled_back", "empty_results"), status
+    assert status["figures"]["empty_judged_on"] == "shadow_pairs"
+    assert status["figures"]["green_empty_share"] == 1.0 and status["figures"]["blue_empty_share"] == 0.0
