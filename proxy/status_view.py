@@ -8,7 +8,7 @@ Where the per-colour figures come from: the proxy's own /metrics, sampled once a
 a ring of the last minute of samples here, in the viewer (no cost to the proxy, and the same figures
 for every route, guarded or not). A figure is the difference between the newest sample and the
 oldest one still in the minute, so the window grows from one second to a minute after the view
-starts; the header says what it spans. `--once` takes two samples a second apart. Reads only (the
+starts; the caption says what it spans. `--once` takes two samples a second apart. Reads only (the
 operations the split and the guard apply to); an error is a 5xx or no response; p95 is interpolated
 within the exported histogram's buckets (0.5 ms to 30 s), as Prometheus's histogram_quantile does.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from routing.operations import READ_OPERATIONS
 WINDOW_SECONDS = 60.0
 REFRESH_SECONDS = 1.0
 PIPED_WIDTH = 200
-COLOURS = ("blue", "green")
 FAILED_STATUSES = frozenset({"5xx", "error"})
 STATE_STYLES = {"active": "green", "stepping": "cyan", "rolled_back": "bold red", "preflight_failed": "yellow"}
 COLOUR_STYLES = {"blue": "bright_blue", "green": "bright_green"}
@@ -251,7 +249,7 @@ def render(document: dict, recent: RecentFigures, admin_url: str, now: float | N
         header.append(f" ({reload['error']})", style="red")
     span = recent.span
     window = "over the last minute" if span >= WINDOW_SECONDS - 1.5 else f"over the last {span:.0f}s" if span else "(sampling)"
-    table = Table(box=box.SQUARE, expand=False, title_justify="left",
+    table = Table(box=box.SQUARE, expand=False,
                   caption=f"per colour: reads p95  error rate  reads/s, {window}", caption_justify="left")
     table.add_column("route", style="bold", no_wrap=True)
     table.add_column("configured", justify="right", no_wrap=True)

@@ -136,7 +136,7 @@ def test_status_once_shows_each_route_with_figures_per_colour(live):
     result = status(proxy, "--once")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert f"config generation 1, last reload success" in out
+    assert "config generation 1, last reload success" in out
     assert "over the last 1s" in out
     header = row(out, "route")
     assert header == ["route", "configured", "effective", "state", "step", "blue", "green", "last rollback"]
