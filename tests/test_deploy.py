@@ -4,10 +4,12 @@ secrets, the configs they ship). Neither Docker nor a cluster runs here: these c
 """
 from __future__ import annotations
 
+import json
 import re
 from fnmatch import fnmatch
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import kubernetes_validate
@@ -16,7 +18,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from routing.config import parse_config
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, ServerProcess, free_port
 
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -214,3 +216,46 @@ def test_kubernetes_wiring(monkeypatch):
                                  for source in admin_sources)
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(ports["admin"])
+
+
+# ------------------------------------------------------------------ the shipped configs, running
+
+def shipped_configs() -> dict[str, str]:
+    return {
+        "compose": (DEPLOY / "compose" / "bluegreen.yaml").read_text(),
+        "kubernetes": manifests()["ConfigMap"]["data"]["bluegreen.yaml"],
+    }
+
+
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(where, tmp_path):
+    """The config as the container sees it: in a directory of its own (a read-only mount there), the
+    token from the environment, the state file where BLUEGREEN_STATE_FILE points. Its upstream is not
+    reachable here: the probes answer all the same, and an operator's rollback lands in the state file."""
+    config_dir, state_dir = tmp_path / "etc-bluegreen", tmp_path / "var-lib-bluegreen"
+    config_dir.mkdir()
+    state_dir.mkdir()
+    (config_dir / "bluegreen.yaml").write_text(shipped_configs()[where])
+    data_port, admin_port = free_port(), free_port()
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    env = {"BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": ""}
+    server = ServerProcess(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config_dir / "bluegreen.yaml"),
+         "--listen", f"127.0.0.1:{data_port}", "--admin", f"127.0.0.1:{admin_port}"],
+        ready_url=admin_url + "/healthz", log_path=tmp_path / "proxy.log", env=env,
+    )
+    with server:
+        with urllib.request.urlopen(admin_url + "/readyz", timeout=5) as response:
+            ready = json.loads(response.read())
+        assert response.status == 200 and ready["ready"] is True
+        route = next(iter(ready["routes"]))
+        request = urllib.request.Request(
+            f"{admin_url}/admin/routes/{route}/rollback", data=b'{"reason": "deploy test"}', method="POST",
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["state"] == "rolled_back"
+    saved = json.loads((state_dir / "bluegreen.state.json").read_text())
+    assert saved["routes"][route]["rolled_back"]["detail"] == "deploy test"
+    assert sorted(p.name for p in config_dir.iterdir()) == ["bluegreen.yaml"], "nothing written beside the config"
+    assert ADMIN_TOKEN not in (tmp_path / "proxy.log").read_text()
