@@ -56,6 +56,40 @@ def test_alerts_fire_on_what_they_describe():
     assert tested == set(alert_names()), "every alert has a promtool test"
 
 
+@needs_promtool
+def test_scrape_config_passes_promtool_check():
+    config = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    result = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_layout_and_variables():
+    """What Grafana needs beyond valid PromQL: unique ids, panels that do not overlap on the 24-column
+    grid, every query on the datasource variable, and the `route` variable every route query uses."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    cells = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        covered = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not covered & cells, f"{panel['title']} overlaps another panel"
+        cells |= covered
+        for target in panel.get("targets", []):
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    assert variables["route"]["definition"] == "label_values(bluegreen_configured_green_percent, route)"
+    assert variables["datasource"]["type"] == "datasource"
+    per_route = re.compile(r"\b(bluegreen_(?:requests|request_duration|upstream_errors|green_percent|configured_green_percent"
+                           r"|rollbacks|route_state|failovers|shadow)\w*)(\{[^}]*\})?")
+    for where, expr in dashboard_queries("some_route"):
+        for selector in per_route.finditer(expr):
+            assert 'route=~"some_route"' in (selector.group(2) or ""), f"{where}: {selector.group(1)} not filtered by $route"
+    annotations = {a["name"] for a in dashboard["annotations"]["list"]}
+    assert {"Rollbacks", "Guard state changes"} <= annotations
+
+
 def rule_count() -> int:
     return sum(len(group["rules"]) for group in yaml.safe_load(RULES.read_text())["groups"])
 
