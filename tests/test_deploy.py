@@ -10,6 +10,7 @@ from fnmatch import fnmatch
 import subprocess
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 
 import kubernetes_validate
@@ -18,7 +19,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from routing.config import parse_config
-from tests.support import REPO_ROOT, ServerProcess, free_port
+from tests.support import REPO_ROOT, RunningProxy, ServerProcess, free_port, qdrant_client
 
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -63,7 +64,8 @@ def test_compose_schema_check_rejects_a_misspelled_key(tmp_path):
 
 def test_compose_wiring(monkeypatch):
     services = compose()["services"]
-    assert set(services) == {"qdrant", "proxy", "prometheus", "grafana"}
+    assert set(services) == {"qdrant", "proxy", "prometheus", "grafana", "demo-traffic"}
+    assert services["demo-traffic"]["profiles"] == ["demo"], "the demo is opt-in"
 
     # Qdrant: an official image pinned to a release; its REST port moved off the proxy's 6333.
     qdrant = services["qdrant"]
@@ -259,3 +261,28 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
     assert saved["routes"][route]["rolled_back"]["detail"] == "deploy test"
     assert sorted(p.name for p in config_dir.iterdir()) == ["bluegreen.yaml"], "nothing written beside the config"
     assert ADMIN_TOKEN not in (tmp_path / "proxy.log").read_text()
+
+
+def test_compose_demo_builds_both_colours_and_sends_traffic_through_the_proxy(tmp_path, embedded_upstream):
+    """deploy/compose-demo/traffic.py, as the demo profile runs it, against the embedded upstream and a proxy."""
+    tag = uuid.uuid4().hex[:8]
+    route, blue, green = f"demo_{tag}", f"demo_{tag}_v1", f"demo_{tag}_v2"
+    routes = f"  {route}:\n    blue: {blue}\n    green: {green}\n    green_percent: 50\n    preflight: {{recheck: 1s}}\n"
+    with RunningProxy(tmp_path / "proxy", embedded_upstream, routes) as proxy:
+        done = subprocess.run(
+            [sys.executable, str(DEPLOY / "compose-demo" / "traffic.py"), "--qdrant", embedded_upstream, "--proxy", proxy.url,
+             "--route", route, "--blue", blue, "--green", green, "--points", "300", "--dim", "16",
+             "--rate", "60", "--users", "200", "--duration", "4"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        served = json.loads(done.stdout.strip().splitlines()[-1].removeprefix("served: "))
+        routes_document = proxy.admin_json()
+    assert f"{blue}: 300 points of 16 dimensions" in done.stdout and f"{green}: 300 points" in done.stdout
+    # Green holds blue's point count, so its preflight passes and it gets its share of the reads.
+    assert routes_document["routes"][route]["state"] == "active"
+    assert set(served) == {"blue", "green"}, served
+    assert served["green"] > 0.2 * sum(served.values())
+    direct = qdrant_client(embedded_upstream)
+    assert direct.count(blue).count == direct.count(green).count == 300
+    direct.close()
