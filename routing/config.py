@@ -245,6 +245,8 @@ LOCAL_MODELS: dict[str, tuple[int, tuple[str, ...]]] = {
     "wordllama-128": (128, ("wordllama", "numpy")),
     "wordllama-64": (64, ("wordllama", "numpy")),
 }
+OPENAI_DEFAULT_TIMEOUT = 5.0
+LOCAL_DEFAULT_TIMEOUT = 60.0
 EMBED_EXTRA_HINT = 'pip install "bluegreen-proxy[embed]"'
 # Documents Qdrant embeds itself (sparse BM25): never embedded by the proxy.
 ALWAYS_PASSTHROUGH_MODELS = ("qdrant/bm25",)
@@ -261,7 +263,7 @@ class Embedder(_Strict):
     query_prefix: str = ""
     document_prefix: str = ""
     extra: dict[str, Any] = Field(default_factory=dict)  # openai: extra request fields
-    timeout: Duration = 5.0  # one call to the model (one batch)
+    timeout: Duration | None = None  # one call to the model (one batch); default 5s, 60s for local models
     batch_size: int = Field(64, ge=1, le=2048)
     cache_size: int = Field(10_000, ge=0)  # query embeddings kept (LRU); 0: no cache
 
@@ -278,6 +280,8 @@ class Embedder(_Strict):
             if not re.match(r"^https?://[^/\s]+", self.url):
                 raise ValueError("url: must be an http(s):// URL")
             object.__setattr__(self, "url", self.url.rstrip("/"))
+            if self.timeout is None:
+                object.__setattr__(self, "timeout", OPENAI_DEFAULT_TIMEOUT)
             return self
         for key in ("url", "api_key"):
             if getattr(self, key) is not None:
@@ -291,6 +295,8 @@ class Embedder(_Strict):
         if self.dimensions is not None and self.dimensions != size:
             raise ValueError(f"dimensions: {self.model} has {size} dimensions, not {self.dimensions}")
         object.__setattr__(self, "dimensions", size)
+        if self.timeout is None:  # a model in the process cannot hang like a service; a busy CPU is only slow
+            object.__setattr__(self, "timeout", LOCAL_DEFAULT_TIMEOUT)
         missing = [module for module in modules if importlib.util.find_spec(module) is None]
         if missing:
             raise ValueError(

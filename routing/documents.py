@@ -95,7 +95,7 @@ def find_vectors(operation: str, body: bytes, passthrough_models: frozenset[str]
         return None
     found = VectorsFound(document)
     if isinstance(document, dict):
-        walk(document, _Collector(found, passthrough_models))
+        walk(document, _Collector(found, passthrough_models, with_raw))
     if not found.sites and not found.raw:
         return None
     return found
@@ -113,11 +113,12 @@ def fitting_colours(raw: Iterable[tuple[str, int]], dimensions: Callable[[str, s
 # ---------------------------------------------------------------- walking
 
 class _Collector:
-    __slots__ = ("found", "passthrough")
+    __slots__ = ("found", "passthrough", "with_raw")
 
-    def __init__(self, found: VectorsFound, passthrough: frozenset[str]):
+    def __init__(self, found: VectorsFound, passthrough: frozenset[str], with_raw: bool):
         self.found = found
         self.passthrough = passthrough
+        self.with_raw = with_raw
 
     def vector(self, holder: Any, key: Any, name: str, documents: bool = True) -> None:
         """`holder[key]` sits where a vector goes: a Document, a raw dense (or multi) vector, or other."""
@@ -125,7 +126,7 @@ class _Collector:
         if isinstance(value, dict):
             if documents and _is_document(value) and value["model"].lower() not in self.passthrough:
                 self.found.sites.append(DocumentSite(holder, key, name, value["text"], value["model"], value))
-        elif isinstance(value, list) and value:
+        elif self.with_raw and isinstance(value, list) and value:
             first = value[0]
             if isinstance(first, (int, float)) and not isinstance(first, bool):
                 self.found.raw.append((name, len(value)))

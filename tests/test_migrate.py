@@ -8,17 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from pathlib import Path
 
-import httpx
 import pytest
 from qdrant_client import QdrantClient, models
 
 from proxy.migrate.checkpoint import Checkpoint
 from proxy.migrate.layout import green_create_request, same_vector
-from proxy.migrate.validate import overlap
 from tests.faults import clear_faults, set_fault, start_fault_proxy
 from tests.support import REPO_ROOT, qdrant_client, wait_until
 
@@ -154,12 +150,30 @@ def test_green_create_request_from_a_real_qdrant_info_document():
     models.CreateCollection.model_validate(body)  # what Qdrant's own schema accepts
 
 
+def test_progress_plain_lines_rate_and_eta():
+    import io
+
+    from proxy.migrate.progress import Progress
+
+    now = [100.0]
+    out = io.StringIO()
+    progress = Progress("blue -> green", total=1000, done=200, stream=out, clock=lambda: now[0])
+    now[0] += 2.0
+    progress.advance(100)  # resumed at 200: this run's rate is 100 points in 2 s
+    now[0] += 1.0
+    progress.advance(50)  # within 2 s of the last line: no new line
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "blue -> green: 300/1000 points (30.0%), 50 points/s, ETA 14s"
+    assert lines[1] == "blue -> green: 350/1000 points (35.0%), 50 points/s, ETA 13s"
+    assert len(lines) == 2
+
+
 def test_vector_comparison_tolerates_float32_noise_only():
     assert same_vector([0.1, 0.2], [0.1 + 1e-9, 0.2])
     assert not same_vector([0.1, 0.2], [0.1, 0.21])
     assert same_vector({"d": [1.0], "s": {"indices": [1], "values": [0.5]}}, {"d": [1.0], "s": {"indices": [1], "values": [0.5]}})
     assert not same_vector({"d": [1.0]}, {"d": [1.0], "e": [1.0]})
-    assert overlap([1, 2, 3], [3, 2, 9], 3) == pytest.approx(2 / 3) and overlap([], [], 10) == 1.0
 
 
 # ---------------------------------------------------------------- backfill
@@ -230,7 +244,8 @@ def test_backfill_retries_then_stops_with_the_checkpoint_intact(embedded_upstrea
     args = ["backfill", "--upstream", fault_url, "--from", blue, "--to", green, "--batch", "50",
             "--checkpoint", str(checkpoint), "--retries", "2"]
     try:
-        running = subprocess.Popen([sys.executable, "-m", "proxy.cli", "migrate", *args, "--rate", "200"], cwd=REPO_ROOT,
+        # 100 points/s: 6 s for the 600, ample time to set the fault after the first 100 under load
+        running = subprocess.Popen([sys.executable, "-m", "proxy.cli", "migrate", *args, "--rate", "100"], cwd=REPO_ROOT,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_until(lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["scanned"] >= 100, timeout=60)
@@ -364,6 +379,14 @@ def test_validate_passes_then_fails_with_points_deleted_from_green(embedded_upst
     drift = migrate(*base, "--ignore-field", "embedding_version", "--max-count-drift", "0.02", "--sample", "0")
     assert check_rows(drift.stdout)["point_count"][0] == "ok"
 
+    # With --config, the route from blue to green brings its preflight expectation.
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(f"upstream: {{url: '{embedded_upstream}'}}\nroutes:\n  docs: {{blue: {blue}, green: {green}, "
+                      "preflight: {expect: {size: 1024, distance: Cosine}}}\n")
+    expected = migrate("validate", "--config", str(config), "--from", blue, "--to", green, "--sample", "0",
+                       "--max-count-drift", "0.02")
+    assert expected.returncode == 1 and check_rows(expected.stdout)["vectors"] == ("FAIL", f"size {DIM}, expected 1024")
+
 
 def test_promote_and_promote_back(embedded_upstream, client, copied):
     blue, green, _ = copied
@@ -393,6 +416,8 @@ def test_decommission_refused_then_archives_metadata_and_snapshot_before_deletin
     assert migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", blue).returncode == 0
     by_alias = migrate("decommission", blue, "--upstream", embedded_upstream, "--archive", str(archive), "--yes")
     assert by_alias.returncode == 1 and f"alias {alias} points at it" in by_alias.stderr
+    through_alias = migrate("decommission", alias, "--upstream", embedded_upstream, "--archive", str(archive), "--yes")
+    assert through_alias.returncode == 1 and f"{alias} is an alias (of {blue}), not a collection" in through_alias.stderr
     assert migrate("promote", "--upstream", embedded_upstream, "--alias", alias, "--to", green).returncode == 0
 
     config = tmp_path / "bluegreen.yaml"
@@ -435,3 +460,129 @@ def test_plan_sizes_and_backfill_time(embedded_upstream, client, names):
     assert "400 points at 100 points/s (given): ~4s" in out
     measured = migrate("plan", "--upstream", embedded_upstream, "--from", blue)
     assert measured.returncode == 0 and "measured scroll rate" in measured.stdout
+
+
+# ---------------------------------------------------------------- re-embed
+
+
+def test_reembed_backfill_into_a_collection_of_another_dimension(embedded_upstream, client, names, tmp_path):
+    """BLUE holds 8-dim vectors; GREEN gets WordLlama's 256-dim embedding of each point's text."""
+    import asyncio
+
+    from proxy.embedders import build_embedders
+    from routing.config import parse_config
+
+    blue, green = names
+    ids = make_blue(client, blue, points=300)
+    client.upsert(blue, [models.PointStruct(id=999_999, vector=[0.5] * DIM, payload={"lang": "en"})], wait=True)  # no text
+    assert migrate("create-green", "--upstream", embedded_upstream, "--from", blue, "--to", green, "--size", "256").returncode == 0
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(f"upstream: {{url: '{embedded_upstream}'}}\nembedders:\n  small: {{type: local, model: wordllama-256}}\n")
+    args = ["backfill", "--config", str(config), "--from", blue, "--to", green, "--embedder", "small",
+            "--text-field", "text", "--batch", "64", "--checkpoint", str(tmp_path / "c.json"), "--stamp", "embedding_version=wordllama-256"]
+    done = migrate(*args)
+    assert done.returncode == 0, done.stderr
+    assert "re-embedding text with small" in done.stdout and "1 without text in text (not copied)" in done.stdout
+    assert summary(done.stdout) == {"scanned": 301, "written": 300, "identical": 0}
+    assert client.count(green, exact=True).count == 300
+    assert client.get_collection(green).config.params.vectors.size == 256
+
+    sample = retrieve_all(client, green, ids[:20])
+    blue_points = retrieve_all(client, blue, ids[:20])
+    texts = [blue_points[i].payload["text"] for i in ids[:20]]
+
+    async def embed() -> list:
+        embedder = build_embedders(parse_config("embedders:\n  small: {type: local, model: wordllama-256}\n").embedders)["small"]
+        try:
+            return await embedder.embed(texts, "document")
+        finally:
+            await embedder.close()
+
+    expected = asyncio.run(embed())
+    for point_id, vector in zip(ids[:20], expected):
+        assert len(sample[point_id].vector) == 256 and same_vector(sample[point_id].vector, list(vector), tolerance=1e-4)
+        assert sample[point_id].payload == {**blue_points[point_id].payload, "embedding_version": "wordllama-256"}
+    # The text's own embedding finds its point first: these are real model vectors, not copies.
+    found = client.query_points(green, query=list(expected[3]), limit=1).points
+    assert found[0].id == ids[3]
+
+    (tmp_path / "c.json").unlink()
+    again = migrate(*args)  # nothing re-embedded or written on a complete copy
+    assert again.returncode == 0 and summary(again.stdout) == {"scanned": 301, "written": 0, "identical": 300}
+    wrong = migrate("backfill", "--config", str(config), "--from", blue, "--to", blue, "--embedder", "small",
+                    "--text-field", "text", "--checkpoint", str(tmp_path / "w.json"))
+    assert wrong.returncode == 1 and f"gives 256-dim vectors; {blue} expects {DIM}" in wrong.stderr
+
+
+def test_backfill_ctrl_c_leaves_the_checkpoint_to_resume_from(embedded_upstream, client, names, tmp_path):
+    blue, green = names
+    ids = make_blue(client, blue, points=600)
+    assert migrate("create-green", "--upstream", embedded_upstream, "--from", blue, "--to", green).returncode == 0
+    checkpoint = tmp_path / "backfill.json"
+    args = ["backfill", "--upstream", embedded_upstream, "--from", blue, "--to", green, "--batch", "50", "--checkpoint", str(checkpoint)]
+    running = subprocess.Popen([sys.executable, "-m", "proxy.cli", "migrate", *args, "--rate", "200"], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["scanned"] >= 100, timeout=60)
+        running.send_signal(signal.SIGINT)
+        _, stderr = running.communicate(timeout=30)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert running.returncode == 130
+    stopped = Checkpoint.load(checkpoint)
+    assert f"backfill interrupted: the checkpoint {checkpoint} is intact: {stopped.scanned} of 600 points done" in stderr
+    assert "Traceback" not in stderr and 100 <= stopped.scanned < 600
+    resumed = migrate(*args)
+    assert resumed.returncode == 0 and f"resuming after {stopped.scanned} points" in resumed.stdout
+    assert_exact_copy(client, blue, green, ids, {})
+
+
+def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path, monkeypatch):
+    monkeypatch.delenv("QDRANT_API_KEY", raising=False)
+    import argparse
+    import asyncio
+
+    from proxy.migrate.client import MigrateError, QdrantRest, Target
+    from tests.support import ServerProcess, free_port
+
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text("upstream: {url: 'http://127.0.0.1:1', api_key: from-config}\n")
+    flags = lambda **kw: argparse.Namespace(**{"upstream": None, "config": None, "api_key": None, **kw})
+    port = free_port()
+    echo_url = f"http://127.0.0.1:{port}"
+    from_config = Target.from_args(flags(config=str(config)))
+    assert (from_config.url, from_config.api_key) == ("http://127.0.0.1:1", "from-config")
+    target = Target.from_args(flags(config=str(config), upstream=echo_url + "/"))
+    assert (target.url, target.api_key) == (echo_url, "from-config")
+    assert Target.from_args(flags(config=str(config), api_key="from-flag")).api_key == "from-flag"
+    with pytest.raises(MigrateError, match="pass --upstream URL or --config PATH"):
+        Target.from_args(flags())
+    (tmp_path / "embedded.yaml").write_text(f"upstream: {{url: embedded, data_dir: {tmp_path}}}\n")
+    with pytest.raises(MigrateError, match="`embedded`: pass --upstream URL"):
+        Target.from_args(flags(config=str(tmp_path / "embedded.yaml")))
+
+    with ServerProcess([sys.executable, "-m", "tests.echo_upstream", "--port", str(port)], echo_url + "/", tmp_path / "echo.log"):
+        async def call() -> dict:
+            async with QdrantRest(target) as qdrant:
+                return await qdrant.call("GET", "/collections/my%20coll")
+
+        echoed = asyncio.run(call())
+    headers = dict((name.lower(), value) for name, value in echoed["headers"])
+    assert headers["api-key"] == "from-config" and echoed["raw_path"] == "/collections/my%20coll"
+
+
+def test_reembed_with_an_unreachable_embedding_service_stops_after_its_retries(embedded_upstream, client, names, tmp_path):
+    blue, green = names
+    make_blue(client, blue, points=100)
+    assert migrate("create-green", "--upstream", embedded_upstream, "--from", blue, "--to", green, "--size", "64").returncode == 0
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(f"upstream: {{url: '{embedded_upstream}'}}\nembedders:\n"
+                      "  svc: {type: openai, url: 'http://127.0.0.1:1/v1', model: m, dimensions: 64, timeout: 2s}\n")
+    stopped = migrate("backfill", "--config", str(config), "--from", blue, "--to", green, "--embedder", "svc",
+                      "--text-field", "text", "--retries", "1", "--checkpoint", str(tmp_path / "c.json"))
+    assert stopped.returncode == 1
+    assert "embedding 100 texts with svc failed after 2 attempts: embedder `svc`" in stopped.stderr
+    assert "Run the same command to resume" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert client.count(green, exact=True).count == 0

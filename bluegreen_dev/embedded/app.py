@@ -21,7 +21,7 @@ from qdrant_client.http import models
 
 from bluegreen_dev.embedded import convert, writes
 from bluegreen_dev.embedded.convert import edge_id, id_json, record_json, scored_point_json
-from bluegreen_dev.embedded.errors import ApiError, from_edge, not_found, unsupported, wrong_input
+from bluegreen_dev.embedded.errors import ApiError, from_edge, not_found, unsupported
 from bluegreen_dev.embedded.store import Collection, Store
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import asyncio
 import sys
 
 from proxy.migrate import backfill, create_green, decommission, plan, promote, validate
-from proxy.migrate.client import MigrateError, Target, UpstreamError, add_connection_flags
+from proxy.migrate.client import MigrateError, Target, add_connection_flags
 
 SUBCOMMANDS = (create_green, backfill, validate, promote, decommission, plan)
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"migrate {args.migrate_command}: interrupted", file=sys.stderr)
-        return 130
+        return 130  # 128 + SIGINT, as shells report it
     except OSError as exc:  # includes httpx's transport errors' causes and file errors
         print(f"migrate {args.migrate_command}: {exc}", file=sys.stderr)
         return 1

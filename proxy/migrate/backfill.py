@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import httpx
 
+from proxy.embedders import EmbedderError
 from proxy.migrate.checkpoint import Checkpoint, fingerprint
 from proxy.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
 from proxy.migrate.layout import LayoutError, payload_differences, pick_vector, same_vector, vector_params, vectors_of
 from proxy.migrate.progress import Progress
 
+# An embedder that cannot load its model, answers the wrong dimension or was closed will not recover
+# by waiting; timeouts, connection failures and error statuses of a service may.
+PERMANENT_EMBEDDER_FAILURES = frozenset({"model", "dimensions", "closed"})
 FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 10.0
 
@@ -110,11 +115,9 @@ class Backfill:
         return checkpoint
 
     async def prepare_reembed(self, green_info: dict) -> None:
-        try:
-            from proxy.embedders import build_embedders
-        except ImportError as exc:
-            raise MigrateError(f"re-embed needs the embedders of issue 15 (proxy/embedders.py): {exc}") from None
-        embedders_config = getattr(self.target_config, "embedders", None) or {}
+        from proxy.embedders import build_embedders
+
+        embedders_config = self.target_config.embedders
         if self.args.embedder not in embedders_config:
             known = ", ".join(sorted(embedders_config)) or "none"
             raise MigrateError(f"--embedder {self.args.embedder}: not in the config's embedders (it has: {known})")
@@ -125,6 +128,9 @@ class Backfill:
             raise MigrateError(str(exc)) from None
         self.vector_size = vector_params(vectors, self.vector_name).get("size")
         self.embedder = build_embedders({self.args.embedder: embedders_config[self.args.embedder]})[self.args.embedder]
+        if self.embedder.dimensions and self.vector_size and self.embedder.dimensions != self.vector_size:
+            raise MigrateError(f"embedder {self.args.embedder} gives {self.embedder.dimensions}-dim vectors; "
+                               f"{self.args.target} expects {self.vector_size}")
 
     # ------------------------------------------------------------ one batch
 
@@ -139,10 +145,10 @@ class Backfill:
                 error = f"{exc.status} {exc.message}"
             except (httpx.TransportError, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # noqa: BLE001 - an embedder's failure: retried like the upstream's
-                if not self.reembed:
-                    raise
-                error = f"{type(exc).__name__}: {exc}"
+            except EmbedderError as exc:
+                if exc.kind in PERMANENT_EMBEDDER_FAILURES:
+                    raise BackfillStopped(f"{what} failed: {exc}") from None
+                error = str(exc)
             if attempt == self.args.retries:
                 raise BackfillStopped(f"{what} failed after {attempt + 1} attempts: {error}")
             await asyncio.sleep(delay)
@@ -156,7 +162,7 @@ class Backfill:
             return True
         if self.reembed:
             vector = existing.get("vector")
-            return not vector or (self.vector_name and self.vector_name not in vector)
+            return not vector or bool(self.vector_name and self.vector_name not in vector)
         return not same_vector(point.get("vector"), existing.get("vector"))
 
     async def embed(self, points: list[dict]) -> list[dict]:
@@ -246,6 +252,11 @@ class Backfill:
                 progress.advance(scanned)
                 if args.rate:
                     await asyncio.sleep(max(0.0, started + settled / args.rate - time.monotonic()))
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task, then raises KeyboardInterrupt
+            progress.close()
+            print(f"backfill interrupted: the checkpoint {self.checkpoint_path} is intact: {checkpoint.scanned} of "
+                  f"{total} points done. Run the same command to resume.", file=sys.stderr, flush=True)
+            raise
         except BackfillStopped as exc:
             progress.close()
             raise MigrateError(
@@ -264,4 +275,9 @@ class Backfill:
 
 async def run(args: argparse.Namespace, target: Target) -> int:
     async with QdrantRest(target) as qdrant:
-        return await Backfill(args, target, qdrant).run()
+        backfill = Backfill(args, target, qdrant)
+        try:
+            return await backfill.run()
+        finally:
+            if backfill.embedder is not None:
+                await backfill.embedder.close()

@@ -47,8 +47,11 @@ def _sha256(path: Path) -> str:
 async def run(args: argparse.Namespace, target: Target) -> int:
     name, archive = args.collection, Path(args.archive)
     async with QdrantRest(target) as qdrant:
+        all_aliases = await qdrant.aliases()
+        if name in all_aliases:
+            raise MigrateError(f"{name} is an alias (of {all_aliases[name]}), not a collection: name the collection")
         info = await qdrant.info(name)
-        aliases = sorted(alias for alias, collection in (await qdrant.aliases()).items() if collection == name)
+        aliases = sorted(alias for alias, collection in all_aliases.items() if collection == name)
         refusals = [f"alias {alias} points at it" for alias in aliases] + routes_using(target.config, name)
         if refusals:
             raise MigrateError(f"refusing to decommission {name}: " + "; ".join(refusals)

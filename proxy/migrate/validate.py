@@ -5,18 +5,19 @@
 - the same vector names (dense and sparse) as BLUE, with each one's size and distance shown;
 - every payload index of BLUE present in GREEN with the same type;
 - a random sample of BLUE's ids present in GREEN with identical payloads (--ignore-field for stamps);
-- with --queries, each query's overlap of the top ids on both collections, mean >= --min-overlap.
+- with --queries, the overlap check of `bluegreen-proxy compare` (same file format and scores) on the
+  two collections: mean overlap@k >= --min-overlap.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
+from proxy.compare import UsageError, read_queries
 from proxy.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
 from proxy.migrate.layout import index_type, is_unnamed, payload_differences, vector_names, vector_params, vectors_of
 from routing.config import Preflight
+from routing.overlap import overlap_at_k, rank_biased_overlap, ranked_ids
 from routing.preflight import evaluate_preflight
 
 RETRIEVE_CHUNK = 256
@@ -42,13 +43,6 @@ def add_parser(commands, parents) -> None:
     parser.add_argument("--queries", metavar="FILE", help="JSON lines, each a points/query body run on both collections")
     parser.add_argument("--min-overlap", type=float, help="with --queries: the least mean overlap of the top ids, 0..1")
     parser.set_defaults(run=run)
-
-
-def overlap(blue_ids: list, green_ids: list, k: int) -> float:
-    """|top-k of blue ∩ top-k of green| / k, where k is at most the longer answer (both empty: 1)."""
-    blue_top, green_top = blue_ids[:k], green_ids[:k]
-    depth = min(k, max(len(blue_top), len(green_top)))
-    return 1.0 if depth == 0 else len(set(blue_top) & set(green_top)) / depth
 
 
 def _route_expectation(target: Target, source: str, green: str):
@@ -137,38 +131,32 @@ async def _sample_check(qdrant: QdrantRest, args) -> Check:
     return Check("sample", True, f"{len(blue_points)} random ids present in green with identical payloads")
 
 
-def read_queries(path: str) -> list[dict]:
-    queries = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            query = json.loads(line)
-        except ValueError as exc:
-            raise MigrateError(f"{path}:{number}: not JSON: {exc}") from None
-        if not isinstance(query, dict) or "text" in query and "query" not in query:
-            raise MigrateError(f"{path}:{number}: expected a points/query body (a `text` query needs an embed route)")
-        queries.append(query)
-    return queries
-
-
 async def _overlap_check(qdrant: QdrantRest, args) -> Check:
-    queries = read_queries(args.queries)
-    scores = []
-    for query in queries:
+    """The scores of `bluegreen-proxy compare` (routing/overlap.py) over the two collections."""
+    try:
+        queries = read_queries(args.queries)
+    except UsageError as exc:
+        raise MigrateError(str(exc)) from None
+    overlaps, rbos = [], []
+    for line, query in queries:
         k = int(query.get("limit") or DEFAULT_K)
-        body = {**query, "with_payload": False, "with_vector": False}
+        body = {**query, "limit": k, "with_payload": False, "with_vector": False}
         answers = []
         for name in (args.source, args.target):
-            result = await qdrant.call("POST", collection_path(name, "points/query"), body)
-            answers.append([point["id"] for point in result.get("points") or []])
-        scores.append(overlap(answers[0], answers[1], k))
-    if not scores:
-        return Check("query_overlap", False, f"{args.queries} holds no queries")
-    mean = sum(scores) / len(scores)
+            try:
+                result = await qdrant.call("POST", collection_path(name, "points/query"), body)
+            except UpstreamError as exc:
+                return Check("query_overlap", False, f"{args.queries}:{line} failed on {name}: {exc.status} {exc.message}")
+            answers.append(ranked_ids("query", result)[0])
+        if (score := overlap_at_k(answers[0], answers[1], k)) is not None:  # None: empty on both
+            overlaps.append(score)
+            rbos.append(rank_biased_overlap(answers[0], answers[1], k))
+    if not overlaps:
+        return Check("query_overlap", False, f"no query of {args.queries} found anything on either collection")
+    mean = sum(overlaps) / len(overlaps)
     ok = mean >= args.min_overlap
-    return Check("query_overlap", ok, f"mean overlap {mean:.3f} over {len(scores)} queries (min {min(scores):.2f}), "
-                                      f"{'>=' if ok else '<'} {args.min_overlap:g}")
+    return Check("query_overlap", ok, f"mean overlap@k {mean:.3f} (RBO {sum(rbos) / len(rbos):.3f}) over {len(overlaps)} "
+                                      f"queries, lowest {min(overlaps):.2f}; {'>=' if ok else '<'} {args.min_overlap:g}")
 
 
 def print_table(checks: list[Check]) -> None:
