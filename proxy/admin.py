@@ -5,6 +5,7 @@ Qdrant owns /metrics, /healthz and /readyz on the data port; those pass through 
 from __future__ import annotations
 
 import hmac
+import json
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -12,24 +13,64 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from proxy.live import LiveConfig
 from proxy.metrics import CONTENT_TYPE, Metrics
-from proxy.state import ProxyState
 
 if TYPE_CHECKING:
     from proxy.safety import SafetyController
 
+MAX_ADMIN_BODY_BYTES = 64 * 1024  # a rollback reason is a sentence; a larger body gets a 413
+NOT_PERSISTED_STATUS = 503  # the decision applies on this replica, but the state file did not take it
 
-def routes_document(state: ProxyState, safety: "SafetyController") -> dict:
-    snapshot = state.snapshot
-    reload = state.last_reload
+
+def route_status(live: LiveConfig, safety: "SafetyController", name: str) -> dict:
+    route = live.snapshot.config.routes[name]
+    status = safety.rollouts[name].status(safety.clock())
     return {
-        "generation": snapshot.generation,
-        "last_reload": {"result": reload.result, "time": reload.at, "error": reload.error},
-        "routes": {name: safety.route_status(name) for name in snapshot.table.routes},
+        "blue": route.blue,
+        "green": route.green,
+        "green_percent": route.green_percent,
+        "effective_green_percent": status["effective_green_percent"],
+        **{key: value for key, value in status.items() if key not in ("configured_green_percent", "effective_green_percent")},
     }
 
 
-def build_admin_app(state: ProxyState, metrics: Metrics, safety: "SafetyController") -> Starlette:
+def routes_document(live: LiveConfig, safety: "SafetyController") -> dict:
+    snapshot = live.snapshot
+    reload = live.last_reload
+    return {
+        "generation": snapshot.generation,
+        "last_reload": {"result": reload.result, "time": reload.at, "error": reload.error},
+        "routes": {name: route_status(live, safety, name) for name in snapshot.table.routes},
+    }
+
+
+def readiness(safety: "SafetyController") -> dict:
+    return {
+        name: {"state": rollout.state, "reason": rollout.reason, "detail": rollout.detail}
+        for name, rollout in safety.rollouts.items()
+    }
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused past MAX_ADMIN_BODY_BYTES (declared or streamed)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_ADMIN_BODY_BYTES:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_ADMIN_BODY_BYTES:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "SafetyController") -> Starlette:
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
@@ -37,42 +78,68 @@ def build_admin_app(state: ProxyState, metrics: Metrics, safety: "SafetyControll
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
-        # Ready means "serving": a failed preflight only keeps green dark, so it is reported, not fatal.
-        return JSONResponse({"ready": True, "generation": state.snapshot.generation, "routes": safety.readiness()})
+        # Ready means "serving": a failed preflight only keeps green dark and an unwritable state
+        # file only stops decisions from being kept, so both are reported, not fatal.
+        error = await safety.state_file_problem()
+        state_file = {"path": str(safety.state_file.path), "writable": error is None, "error": error}
+        return JSONResponse({
+            "ready": True, "generation": live.snapshot.generation, "state_file": state_file,
+            "routes": readiness(safety),
+        })
 
     async def admin_routes(request: Request) -> Response:
-        return JSONResponse(routes_document(state, safety))
+        return JSONResponse(routes_document(live, safety))
 
     async def rollback(request: Request) -> Response:
-        refusal = _authorize(request, state)
+        refusal = _authorize(request, live)
         if refusal is not None:
             return refusal
         name = request.path_params["route"]
+        try:
+            body = await _read_body(request)
+        except BodyTooLarge:
+            return _error(413, f"body larger than {MAX_ADMIN_BODY_BYTES // 1024} KiB; send {{\"reason\": \"...\"}}")
         reason = "manual"
-        if await request.body():
+        if body:
             try:
-                document = await request.json()
+                document = json.loads(body)
             except ValueError:
                 return _error(400, 'body must be JSON like {"reason": "..."}')
             if not isinstance(document, dict) or not isinstance(document.get("reason", ""), str):
                 return _error(400, 'body must be JSON like {"reason": "..."}')
             reason = document.get("reason") or reason
-        if name not in state.snapshot.table.routes:
+        if name not in live.snapshot.table.routes:
             return _error(404, f"no route named `{name}`")
+        await safety.sync()  # decide on what the other replicas saved
         safety.rollback(name, reason)
-        await safety.flush()  # acknowledged once it survives a restart
-        return JSONResponse({"route": name, **safety.route_status(name)})
+        return await _decided(name, "rollback")
 
     async def resume(request: Request) -> Response:
-        refusal = _authorize(request, state)
+        refusal = _authorize(request, live)
         if refusal is not None:
             return refusal
         name = request.path_params["route"]
-        if name not in state.snapshot.table.routes:
+        try:
+            await _read_body(request)
+        except BodyTooLarge:
+            return _error(413, f"body larger than {MAX_ADMIN_BODY_BYTES // 1024} KiB; resume takes no body")
+        if name not in live.snapshot.table.routes:
             return _error(404, f"no route named `{name}`")
+        await safety.sync()
         safety.resume(name)
-        await safety.flush()  # acknowledged once it survives a restart
-        return JSONResponse({"route": name, **safety.route_status(name)})
+        return await _decided(name, "resume")
+
+    async def _decided(name: str, action: str) -> JSONResponse:
+        """Acknowledged once it is in the state file; otherwise an error that says so."""
+        error = await safety.persist(name)
+        status = route_status(live, safety, name)
+        if error is None:
+            return JSONResponse({"route": name, "persisted": True, **status})
+        message = (f"{action} applies on this replica now but is NOT persisted: {error}; it will not survive "
+                   "a restart nor reach other replicas until the state file can be written (retried every second)")
+        return JSONResponse(
+            {"status": {"error": message}, "route": name, "persisted": False, **status}, status_code=NOT_PERSISTED_STATUS,
+        )
 
     return Starlette(
         routes=[
@@ -90,8 +157,8 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": {"error": message}}, status_code=status)
 
 
-def _authorize(request: Request, state: ProxyState) -> Response | None:
-    token = state.snapshot.config.admin.token
+def _authorize(request: Request, live: LiveConfig) -> Response | None:
+    token = live.snapshot.config.admin.token
     if token is None:
         return _error(
             403,

@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 from proxy.inference import EmbedFailure, TextInference
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
 from proxy.shadow import PairObserver, ShadowSender
-from proxy.state import ProxyState, Snapshot
+from proxy.live import LiveConfig, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH, alias_refusal
 from routing.clients import Unauthenticated
@@ -49,7 +49,9 @@ class Observer(Protocol):
 
 
 class BodyTooLarge(Exception):
-    pass
+    def __init__(self, limit: int):
+        super().__init__(limit)
+        self.limit = limit
 
 
 class ClientGone(Exception):
@@ -87,10 +89,10 @@ class Request:
 
 class ProxyApp:
     def __init__(
-        self, state: ProxyState, upstream: UpstreamClient, metrics: Metrics, observer: Observer | PairObserver,
+        self, live: LiveConfig, upstream: UpstreamClient, metrics: Metrics, observer: Observer | PairObserver,
         inference: TextInference | None = None,
     ):
-        self.state = state
+        self.live = live
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
@@ -105,15 +107,14 @@ class ProxyApp:
             await self._handle(scope, receive, send, started)
         except ClientGone:
             return
-        except BodyTooLarge:
-            limit = self.state.snapshot.config.limits.max_body_bytes
-            await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {limit} bytes (limits.max_body_bytes)", started))
+        except BodyTooLarge as exc:
+            await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {exc.limit} bytes (limits.max_body_bytes)", started))
         except Exception:  # noqa: BLE001 - the process must keep serving whatever one request does
             log.exception("internal error handling %s %s", scope.get("method"), scope.get("path"))
             await _respond(send, 500, [_JSON], error_body("Service internal error: bluegreen-proxy failed to handle the request", started))
 
     async def _handle(self, scope: dict, receive: Receive, send: Send, started: float) -> None:
-        snapshot = self.state.snapshot
+        snapshot = self.live.snapshot  # the one read: config, table and effective split together
         request = Request(
             method=scope["method"],
             path=scope.get("raw_path") or scope["path"].encode(),
@@ -162,7 +163,7 @@ class ProxyApp:
             if forced is None and pinned is not None:
                 forced = pinned  # a raw vector only this colour's model could have made
                 self.inference.count_pin(route, pinned)
-            colour = forced or route.split_colour(self._threshold(route), request.client_headers, request.body)
+            colour = forced or route.split_colour(_threshold(request.snapshot, route), request.client_headers, request.body)
             await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
@@ -181,9 +182,6 @@ class ProxyApp:
         else:
             await _respond(send, 400, [_JSON], error_body(_refusal(route, request.operation), started))
 
-    def _threshold(self, route: CompiledRoute) -> int:
-        return self.state.thresholds.get(route.name, route.configured_threshold)
-
     def _lookup_colour(self, request: Request, other: CompiledRoute) -> str:
         """The colour of another route named in this request's body: that route's own decision for the
         same key (its forced colour, or its effective split), decided once per request."""
@@ -193,7 +191,7 @@ class ProxyApp:
         colour = colours.get(other.name)
         if colour is None:
             colour = other.forced_colour(request.client_headers) or other.split_colour(
-                self._threshold(other), request.client_headers, request.body
+                _threshold(request.snapshot, other), request.client_headers, request.body
             )
             colours[other.name] = colour
         return colour
@@ -297,7 +295,7 @@ class ProxyApp:
             message = f"Wrong input: send the route's key ({sources}): the colour is decided per key"
             await _respond(send, 400, [_JSON], error_body(message, started))
             return
-        threshold = self._threshold(route)
+        threshold = _threshold(request.snapshot, route)
         colour = route.split_colour(threshold, request.client_headers, b"")
         collection = route.collection(colour)
         decision = {"route": route.name, "color": colour, "collection": collection, "effective_green_percent": threshold / 100}
@@ -375,6 +373,11 @@ def _collection_name(segment: bytes) -> str:
     return unquote_to_bytes(segment).decode("utf-8", "replace") if b"%" in segment else segment.decode("utf-8", "replace")
 
 
+def _threshold(snapshot: Snapshot, route: CompiledRoute) -> int:
+    """The route's effective threshold, from the same snapshot the route came from."""
+    return snapshot.thresholds.get(route.name, route.configured_threshold)
+
+
 def _readable_by_the_guard(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The guard reads search results: ask the upstream only for codings it can decode (gzip and
     deflate, not br or zstd); the client gets one of the codings it accepted either way."""
@@ -433,14 +436,14 @@ async def _respond(send: Send, status: int, headers: list, body: bytes) -> None:
 async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientGone
     body = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
         return body
     chunks, size = [body], len(body)
     while True:
@@ -450,7 +453,7 @@ async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)

@@ -161,7 +161,8 @@ def _route_command(args, action: str, body: dict | None) -> int:
         return EXIT_FAILED
     if status != 200:
         error = document.get("status", {}).get("error", document)
-        print(f"{action} refused ({status}): {error}", file=sys.stderr)
+        verdict = "applied but not persisted" if document.get("persisted") is False else "refused"
+        print(f"{action} {verdict} ({status}): {error}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{args.route}: state {document.get('state')}, effective green {document.get('effective_green_percent'):g}%")
     return EXIT_OK
@@ -179,7 +180,7 @@ def cmd_preflight(args) -> int:
     """The proxy's parity checks, once, for every route (or the named ones): exit 1 if any fails."""
     import asyncio
 
-    from proxy.safety import run_preflight
+    from proxy.preflight import run_preflight
     from proxy.upstream import UpstreamClient, UpstreamFailure
 
     config = _load_config(args.config)

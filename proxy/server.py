@@ -6,6 +6,7 @@ import contextlib
 import gc
 import importlib.util
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -24,8 +25,9 @@ from proxy.inference import TextInference
 from proxy.metrics import Metrics
 from proxy.process import stop_process
 from proxy.reload import ConfigReloader, read_config
-from proxy.safety import SafetyController, default_state_file
-from proxy.state import ProxyState
+from proxy.live import LiveConfig, Snapshot
+from proxy.rollout_store import default_state_file
+from proxy.safety import SafetyController
 from proxy.upstream import UpstreamClient
 from routing.config import Config, ConfigError
 
@@ -150,7 +152,8 @@ async def serve(config_path: str, listen: Address | None = None, admin: Address 
 
 
 async def _serve(config: Config, content_hash: str, config_path: str, upstream_url: str, listen: Address, admin: Address) -> int:
-    state = ProxyState.initial(config, content_hash, str(Path(config_path).resolve()))
+    # Absolute but not resolved: a Kubernetes ConfigMap's path goes through symlinks that are swapped.
+    live = LiveConfig.initial(config, content_hash, os.path.abspath(config_path))
     metrics = Metrics()
     metrics.config_generation.set(1)
     metrics.last_reload_ok.set(1)
@@ -159,17 +162,18 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     upstream = UpstreamClient(upstream_url, config.upstream)
     await upstream.start()
     state_file = Path(config.state_file) if config.state_file else default_state_file(config_path)
-    safety = SafetyController(state, metrics, upstream.fetch_json, state_file)
+    log.info("rollout state file: %s (bound at start-up)", state_file)
+    safety = SafetyController(live, metrics, upstream.fetch_json, state_file)
 
-    def on_applied(old, new) -> None:
+    def on_applied(old: Snapshot, new: Snapshot) -> Snapshot:
         embedders.apply(new.config.embedders)
-        safety.on_config_applied(old, new)
+        return safety.on_config_applied(old, new)
 
-    reloader = ConfigReloader(state, metrics, on_applied=on_applied, ignore=safety.owns_file)
+    reloader = ConfigReloader(live, metrics, on_applied=on_applied, ignore=safety.state_file.owns)
 
-    data_app = ProxyApp(state, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
+    data_app = ProxyApp(live, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
     data_server = _Server(_uvicorn_config(data_app, listen))
-    admin_server = _Server(_uvicorn_config(build_admin_app(state, metrics, safety), admin))
+    admin_server = _Server(_uvicorn_config(build_admin_app(live, metrics, safety), admin))
     _freeze_start_up_objects(data_server, admin_server)
     stop = asyncio.Event()
 
@@ -181,7 +185,7 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shut_down)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.reload("SIGHUP")))
+    loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
 
     watcher = asyncio.create_task(reloader.watch(stop))
     safety_clock = asyncio.create_task(safety.run(stop))

@@ -1,0 +1,240 @@
+"""The rollout state file: each route's rollout record, kept across restarts and shared by replicas.
+
+`StateFile` is the blocking I/O, run in worker threads: a whole-file read (no lock: the file is
+only ever replaced by rename), and a save that holds `fcntl.flock` on `<file>.lock` around
+read -> merge -> write a unique temp file (`mkstemp` in the same directory) -> fsync -> rename, so
+that concurrent writers (threads, processes, replicas on a shared volume) never lose each other's
+records. `SharedRollouts` is the event-loop side: what each route was derived from, the one writer
+task, and other replicas' newer records. The merge rule itself is pure: `routing.replicas`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from routing.replicas import decisions, merge, version
+
+log = logging.getLogger("bluegreen.rollout_store")
+
+FILE_FORMAT = 2  # 2: {route: {fingerprint: record with `version`}}; format 1 ({route: record}) is read too
+KEEP_FINGERPRINTS = 4  # per route: the records of its latest configs (older replicas' configs included)
+
+Slot = tuple[str, str]  # (route, config fingerprint): one record each
+
+
+def default_state_file(config_path: str) -> Path:
+    path = Path(config_path)
+    return path.with_name(f"{path.stem}.state.json")
+
+
+class StateFileError(OSError):
+    """The state file could not be written; the message says which file and why."""
+
+
+class StateFile:
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock_path = path.with_name(f"{path.name}.lock")
+
+    def owns(self, path: str) -> bool:
+        """The state file, its lock or one of its temp files (their changes are not config changes)."""
+        name = Path(path).name
+        return name in (self.path.name, self.lock_path.name) or name.startswith(f".{self.path.name}.")
+
+    def read(self) -> dict[Slot, dict]:
+        """Every record by (route, fingerprint); {} when the file is absent or unreadable (logged)."""
+        try:
+            document = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("cannot read state file %s: %s", self.path, exc)
+            return {}
+        routes = document.get("routes") if isinstance(document, dict) else None
+        if not isinstance(routes, dict):
+            return {}
+        records = {}
+        for name, by_fingerprint in routes.items():
+            if isinstance(by_fingerprint, dict) and isinstance(by_fingerprint.get("fingerprint"), str):
+                by_fingerprint = {by_fingerprint["fingerprint"]: by_fingerprint}  # format 1
+            for fingerprint, record in (by_fingerprint.items() if isinstance(by_fingerprint, dict) else ()):
+                if isinstance(record, dict) and record.get("fingerprint") == fingerprint:
+                    records[(name, fingerprint)] = record
+        return records
+
+    def save(self, local: dict[Slot, dict], bases: dict[Slot, dict | None]) -> dict[Slot, dict]:
+        """Merge each `local` record (derived from `bases[slot]`) into the file under the lock; the
+        records as stored afterwards. Raises StateFileError when it cannot be written."""
+        try:
+            with self._locked():
+                records = self.read()
+                changed = False
+                for slot, record in local.items():
+                    stored, base = records.get(slot), bases.get(slot)
+                    merged = merge(stored, record, base)
+                    if decisions(merged) != decisions(stored):
+                        version_now = max(version(stored), version(base)) + 1
+                        records[slot] = {**merged, "version": version_now, "saved_at": time.time()}
+                        changed = True
+                if changed:
+                    self._replace(records)
+                return {slot: records[slot] for slot in local}
+        except OSError as exc:
+            raise StateFileError(f"cannot write state file {self.path}: {exc.strerror or exc}") from None
+
+    def probe(self) -> str | None:
+        """Whether a save could take the lock now (the directory exists and is writable): the error or None."""
+        try:
+            with self._locked():
+                pass
+        except OSError as exc:
+            return f"cannot write state file {self.path}: {exc.strerror or exc}"
+        return None
+
+    @contextlib.contextmanager
+    def _locked(self):
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _replace(self, records: dict[Slot, dict]) -> None:
+        routes: dict[str, dict[str, dict]] = {}
+        for (name, fingerprint), record in sorted(records.items(), key=lambda item: -(item[1].get("saved_at") or 0)):
+            kept = routes.setdefault(name, {})
+            if len(kept) < KEEP_FINGERPRINTS:
+                kept[fingerprint] = record
+        document = {"version": FILE_FORMAT, "updated_at": time.time(), "routes": routes}
+        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(document, handle, indent=1, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        with contextlib.suppress(OSError):  # the rename itself survives a crash once the directory is synced
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+
+
+class SharedRollouts:
+    """Keeps the routes' rollouts and the state file in step, from the event loop.
+
+    `current()` gives each route's record now; `adopt(name, record)` replaces a route's rollout with
+    a record read or merged from the file. Per (route, fingerprint), `base` is the stored record the
+    rollout was last derived from; a rollout whose decisions differ from its base has a change to save.
+    """
+
+    def __init__(self, file: StateFile, current: Callable[[], dict[str, dict]], adopt: Callable[[str, dict], None]):
+        self.file = file
+        self.current = current
+        self.adopt = adopt
+        self.bases: dict[Slot, dict] = {}
+        self.error: str | None = None  # the last save's failure, until a save succeeds
+        self._writer: asyncio.Task | None = None
+
+    def load(self) -> dict[Slot, dict]:
+        """At start-up, before serving: the saved records, which the rollouts are then built from."""
+        saved = self.file.read()
+        self.bases.update(saved)
+        return saved
+
+    def unsaved(self) -> dict[Slot, dict]:
+        changed = {}
+        for name, record in self.current().items():
+            slot = (name, record["fingerprint"])
+            if decisions(record) != decisions(self.bases.get(slot)):
+                changed[slot] = record
+        return changed
+
+    def save_changes(self) -> None:
+        """Start the writer when a route has a decision its base does not; it runs in a thread."""
+        if (self._writer is None or self._writer.done()) and self.unsaved():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def flush(self) -> None:
+        """Return once the writer is idle (everything queued saved, or its save failed)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def persist(self, name: str) -> str | None:
+        """Save now; None once the route's decisions are in the file, else why not."""
+        self.save_changes()
+        await self.flush()
+        if any(slot[0] == name for slot in self.unsaved()):
+            return self.error or f"state file {self.file.path} not yet written"
+        return None
+
+    async def sync(self) -> None:
+        """Adopt the routes another replica saved since we last saw them (read in a thread)."""
+        if self._writer is not None and not self._writer.done():
+            return  # the writer merges and adopts what it finds
+        stored = await asyncio.to_thread(self.file.read)
+        if self._writer is not None and not self._writer.done():
+            return
+        current = self.current()
+        for (name, fingerprint), record in stored.items():
+            local, base = current.get(name), self.bases.get((name, fingerprint))
+            if local is None or local["fingerprint"] != fingerprint:
+                continue  # a route or config this replica does not serve (yet)
+            if base is not None and version(record) <= version(base):
+                continue
+            if decisions(local) != decisions(base):
+                continue  # we have a change of our own to save: the save merges the two
+            self.bases[(name, fingerprint)] = record
+            if decisions(record) != decisions(local):
+                self.adopt(name, record)
+        self.save_changes()  # retries a failed save, too
+
+    async def probe(self) -> str | None:
+        """Why the state file cannot be written now (lock, directory), or the last save's failure."""
+        return await asyncio.to_thread(self.file.probe) or self.error
+
+    async def _write(self) -> None:
+        """The one writer: saves what changed, then adopts what the merge kept of other replicas'."""
+        while True:
+            local = self.unsaved()
+            if not local:
+                return
+            bases = {name: self.bases.get(name) for name in local}
+            try:
+                stored = await asyncio.to_thread(self.file.save, local, bases)
+            except StateFileError as exc:
+                if self.error != str(exc):
+                    log.error("%s: rollout decisions will not survive a restart nor reach other replicas", exc)
+                self.error = str(exc)
+                return  # retried at the next change or sync
+            if self.error is not None:
+                log.info("state file %s written again", self.file.path)
+            self.error = None
+            now = self.current()
+            for (name, fingerprint), record in stored.items():
+                self.bases[(name, fingerprint)] = record
+                current = now.get(name)
+                if current is None or current["fingerprint"] != fingerprint:
+                    continue  # removed or reconfigured during the save
+                written = local[(name, fingerprint)]
+                if decisions(current) != decisions(written):
+                    # Changed during the save: merge that change over what is stored, as a save would.
+                    merged = merge(record, current, {**written, "version": version(bases[(name, fingerprint)])})
+                else:
+                    merged = record
+                if decisions(merged) != decisions(current):
+                    self.adopt(name, merged)
