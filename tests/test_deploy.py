@@ -233,7 +233,8 @@ def shipped_configs() -> dict[str, str]:
 def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(where, tmp_path):
     """The config as the container sees it: in a directory of its own (a read-only mount there), the
     token from the environment, the state file where BLUEGREEN_STATE_FILE points. Its upstream is not
-    reachable here: the probes answer all the same, and an operator's rollback lands in the state file."""
+    reachable here: the probes answer all the same, and an operator's rollback lands in the state file,
+    where the next process (a new pod on the same volume) finds it."""
     config_dir, state_dir = tmp_path / "etc-bluegreen", tmp_path / "var-lib-bluegreen"
     config_dir.mkdir()
     state_dir.mkdir()
@@ -241,15 +242,22 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
     data_port, admin_port = free_port(), free_port()
     admin_url = f"http://127.0.0.1:{admin_port}"
     env = {"BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": ""}
-    server = ServerProcess(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config_dir / "bluegreen.yaml"),
-         "--listen", f"127.0.0.1:{data_port}", "--admin", f"127.0.0.1:{admin_port}"],
-        ready_url=admin_url + "/healthz", log_path=tmp_path / "proxy.log", env=env,
-    )
-    with server:
-        with urllib.request.urlopen(admin_url + "/readyz", timeout=5) as response:
-            ready = json.loads(response.read())
-        assert response.status == 200 and ready["ready"] is True
+
+    def proxy_process() -> ServerProcess:
+        return ServerProcess(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config_dir / "bluegreen.yaml"),
+             "--listen", f"127.0.0.1:{data_port}", "--admin", f"127.0.0.1:{admin_port}"],
+            ready_url=admin_url + "/healthz", log_path=tmp_path / "proxy.log", env=env,
+        )
+
+    def admin(path: str) -> dict:
+        with urllib.request.urlopen(admin_url + path, timeout=5) as response:
+            assert response.status == 200
+            return json.loads(response.read())
+
+    with proxy_process():
+        ready = admin("/readyz")
+        assert ready["ready"] is True
         route = next(iter(ready["routes"]))
         request = urllib.request.Request(
             f"{admin_url}/admin/routes/{route}/rollback", data=b'{"reason": "deploy test"}', method="POST",
@@ -257,8 +265,10 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.loads(response.read())["state"] == "rolled_back"
-    saved = json.loads((state_dir / "bluegreen.state.json").read_text())
-    assert saved["routes"][route]["rolled_back"]["detail"] == "deploy test"
+    assert "deploy test" in (state_dir / "bluegreen.state.json").read_text()
+    with proxy_process():  # a new pod on the same volume
+        restored = admin("/admin/routes")["routes"][route]
+    assert (restored["state"], restored["detail"]) == ("rolled_back", "deploy test")
     assert sorted(p.name for p in config_dir.iterdir()) == ["bluegreen.yaml"], "nothing written beside the config"
     assert ADMIN_TOKEN not in (tmp_path / "proxy.log").read_text()
 
