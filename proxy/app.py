@@ -18,14 +18,15 @@ from proxy.shadow import PairObserver, ShadowSender
 from proxy.live import LiveConfig, Snapshot
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH, alias_refusal
-from routing.clients import Unauthenticated
+from routing.clients import Unauthenticated, is_health_probe
 from routing.documents import VectorsFound
 from routing.operations import (
     CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write,
 )
 from routing.results import readable_accept_encoding
 from routing.rewrite import (
-    UndecodableBody, decode_request_body, parse_read_body, referenced_collections, rewrite_body_collections,
+    UndecodableBody, decode_request_body, may_name_collections, parse_read_body, referenced_collections,
+    rewrite_body_collections,
 )
 from routing.table import BLUE, GREEN, CompiledRoute, canonical_path, rewrite_path, split_collection_path
 
@@ -137,15 +138,14 @@ class ProxyApp:
         if located is not None:
             request.operation, request.kind = classify(request.method, located[1])
         request.route = route
-        try:
-            if route is not None and request.kind is Kind.READ:
-                self._plain_body(request)  # a body that may name collections: decoded now, or refused
-            refusal = self._admit(request, located) or self._alias_refusal(request)
-        except UndecodableBody as exc:
-            refusal = 400, f"Wrong input: {exc}"
-        if refusal is not None:
-            await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
-            return
+        if (
+            snapshot.clients is not None or request.canonical == ALIASES_PATH
+            or (route is not None and _CONTENT_ENCODING in request.client_headers)
+        ):  # the plain path skips all of this
+            refusal = self._screen(request, located)
+            if refusal is not None:
+                await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
+                return
         if route is None:
             series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, request.operation)
             outcome = await self._exchange(request, request.path, request.body, series)
@@ -196,6 +196,17 @@ class ProxyApp:
             colours[other.name] = colour
         return colour
 
+    def _screen(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
+        """Checks before forwarding: clients (a 401 before anything else), a coded read body decoded
+        (or refused), alias actions."""
+        try:
+            refusal = self._admit(request, located)
+            if refusal is None and request.route is not None and request.kind is Kind.READ:
+                self._plain_body(request)  # decoded now: the rewrite reads it
+            return refusal or self._alias_refusal(request)
+        except UndecodableBody as exc:
+            return 400, f"Wrong input: {exc}"
+
     def _plain_body(self, request: Request) -> bytes:
         """The body as Qdrant will read it (Content-Encoding undone); UndecodableBody when it cannot be."""
         if request.plain_body is None:
@@ -212,6 +223,9 @@ class ProxyApp:
         policy = request.snapshot.clients
         if policy is None:
             return None
+        if is_health_probe(request.canonical):  # as Qdrant: no credential checked, none sent
+            request.headers = without_client_credentials(request.headers)
+            return None
         grant = policy.authenticate(
             request.client_headers.get(b"api-key"), request.client_headers.get(b"authorization"), time.time()
         )
@@ -222,7 +236,8 @@ class ProxyApp:
         else:
             collection = request.route.name if request.route is not None else _collection_name(located[0])
             what = request.operation
-        message = grant.refusal(collection, is_write(request.method, request.kind), what)
+        write = is_write(request.method, request.kind, request.operation, request.canonical)
+        message = grant.refusal(collection, write, what)
         if message is None and grant.scoped and request.kind is Kind.READ:
             # A lookup reads another collection: in scope too, as Qdrant would check it.
             for name in referenced_collections(parse_read_body(self._plain_body(request))):
@@ -328,7 +343,10 @@ class ProxyApp:
                 series.observe(504 if failure.kind == "timeout" else 502, seconds)
                 self.observer.observe(route.name, colour, request.operation, None, seconds)
                 return failure
-        if request.kind is Kind.READ:  # writes go byte for byte (but for embedded Documents), the same bytes to both colours
+        # Writes go byte for byte (but for embedded Documents), the same bytes to both colours. A
+        # coded read body was decoded by _screen.
+        plain = body if request.vectors is not None or request.plain_body is None else request.plain_body
+        if request.kind is Kind.READ and may_name_collections(plain):
             table = request.snapshot.table
 
             def physical_for(name: str) -> str | None:
@@ -337,10 +355,10 @@ class ProxyApp:
                     return None
                 return other.collection(colour if other is route else self._lookup_colour(request, other))
 
-            rewritten = rewrite_body_collections(body if request.vectors is not None else self._plain_body(request), physical_for)
+            rewritten = rewrite_body_collections(plain, physical_for)
             if rewritten is not None:
                 body = rewritten
-                if request.plain_body is not request.body:  # sent decoded: the coding header goes
+                if plain is not request.body:  # sent decoded: the coding header goes
                     headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
         path = rewrite_path(request.canonical, route.segment(colour))
         outcome = await self._exchange(request, path, body, series, started, headers)

@@ -62,6 +62,7 @@ def cmd_check(args) -> int:
         return EXIT_USAGE
     print(f"{args.config}: valid")
     print(f"listen {config.listen.host}:{config.listen.port}  admin {config.admin.host}:{config.admin.port}  upstream {config.upstream.url}")
+    print(_clients_line(config))
     table = RouteTable(config)
     if not table.routes:
         print("no routes: every request passes through unchanged")
@@ -144,6 +145,18 @@ def cmd_status(args) -> int:
     else:
         _print_routes(document)
     return EXIT_OK
+
+
+def _clients_line(config) -> str:
+    """What `clients` checks, without a secret; a warning when a reachable data port checks nothing."""
+    clients = config.clients
+    if clients is None:
+        line = "clients: not authenticated by the proxy (their own credentials pass through; nothing added)"
+        if config.listen.host not in ("127.0.0.1", "localhost", "::1"):
+            line += f"\nWARNING: listen.host {config.listen.host} reaches beyond this machine: add a `clients` block"
+        return line
+    jwt = "jwt HS256" if clients.jwt else "no jwt"
+    return f"clients: {len(clients.api_keys)} api key(s), {jwt}, anonymous {clients.anonymous}"
 
 
 def _safe_admin_url(args) -> str:

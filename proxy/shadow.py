@@ -113,14 +113,25 @@ class ShadowSender:
         if not await self._fits(request, route.collection(colour), route.collection(other)):
             return SKIPPED
         table = request.snapshot.table
-        body = rewrite_body_collections(
-            request.body, lambda name: (r.collection(other) if (r := table.routes.get(name)) else None)
-        ) or request.body
-        path = rewrite_path(request.path, route.segment(other))
+        lookups = request.lookup_colours or {}  # other routes named in the body: as the primary sent them
+
+        def physical_for(name: str) -> str | None:
+            named = table.routes.get(name)
+            if named is None:
+                return None
+            return named.collection(other if named is route else lookups.get(name, other))
+
+        plain = request.body if request.plain_body is None else request.plain_body
+        body, headers = rewrite_body_collections(plain, physical_for), request.headers
+        if body is None:
+            body = request.body
+        elif plain is not request.body:  # sent decoded: the coding header goes
+            headers = [(name, value) for name, value in headers if name != b"content-encoding"]
+        path = rewrite_path(request.canonical, route.segment(other))
         target = path + b"?" + request.query if request.query else path
         sent = time.perf_counter()
         try:
-            shadow = await self.upstream.request(request.method, target, request.headers, body)
+            shadow = await self.upstream.request(request.method, target, headers, body)
         except UpstreamFailure as failure:
             log.debug("shadow on %s: no answer: %s", route.collection(other), failure.detail)
             return ERROR

@@ -60,6 +60,11 @@ class Grant:
         return None
 
 
+def is_health_probe(canonical_path: bytes) -> bool:
+    """Qdrant's own probes, which Qdrant answers without a credential (its api-key whitelist)."""
+    return canonical_path == b"/healthz" or canonical_path.startswith((b"/readyz", b"/livez"))
+
+
 @dataclass(frozen=True, slots=True)
 class Unauthenticated:
     """401: no credential where one is needed, or one that is unknown, expired or badly signed."""

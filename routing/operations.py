@@ -93,9 +93,12 @@ def classify(method: str, below_collection: str) -> tuple[str, Kind]:
     return family, (Kind.INFO if method in ("GET", "HEAD") else Kind.ADMIN)
 
 
-def is_write(method: str, kind: Kind | None) -> bool:
+def is_write(method: str, kind: Kind | None, operation: str = "", canonical_path: bytes = b"") -> bool:
     """Whether a request needs write access: writes and admin calls on a collection; outside any
-    collection (`kind` None), everything but GET and HEAD (alias changes, snapshots, cluster calls)."""
+    collection (`kind` None), everything but GET and HEAD (alias changes, cluster calls). Snapshots
+    too, even listed or downloaded: one holds every point (Qdrant keeps them to manage access)."""
+    if operation == "snapshots" or canonical_path.startswith(b"/snapshots"):
+        return True
     if kind is None:
         return method not in ("GET", "HEAD")
     return kind is Kind.WRITE or kind is Kind.ADMIN

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import os
 import random
 import signal
 import subprocess
@@ -337,8 +338,10 @@ def test_check_prints_the_route_table_with_each_routes_safety():
     check = subprocess.run(
         [sys.executable, "-m", "proxy.cli", "check", "--config", "config/rollout.yaml"],
         capture_output=True, text=True, timeout=30, cwd=REPO_ROOT,
+        env={**os.environ, "BLUEGREEN_READER_KEY": "reader-secret", "BLUEGREEN_INGEST_KEY": "ingest-secret"},
     )
     assert check.returncode == 0 and check.stdout.startswith("config/rollout.yaml: valid")
+    assert "clients: 2 api key(s), no jwt, anonymous none" in check.stdout and "secret" not in check.stdout
     row = next(line.split() for line in check.stdout.splitlines() if line.startswith("weka_sections "))
     assert row == ["weka_sections", "weka_sections", "weka_sections_jina", "10", "blue", "body",
                    "preflight,guard,rollout,failover", "header:x-user-id"]

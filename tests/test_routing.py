@@ -88,7 +88,9 @@ def test_durations_and_defaults():
 
 @pytest.mark.parametrize("example", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_examples_are_valid(example):
-    parse_config(example.read_text(), environ={"BLUEGREEN_ADMIN_TOKEN": "t", "QDRANT_API_KEY": "k"})
+    parse_config(example.read_text(), environ={
+        "BLUEGREEN_ADMIN_TOKEN": "t", "QDRANT_API_KEY": "k", "BLUEGREEN_READER_KEY": "r", "BLUEGREEN_INGEST_KEY": "i",
+    })
 
 
 # ---------------------------------------------------------------- bucketing

@@ -11,7 +11,7 @@ import zlib
 import pytest
 
 from routing.aliases import alias_refusal
-from routing.clients import READ_ONLY, READ_WRITE, ClientPolicy, Grant, Unauthenticated, verify_jwt
+from routing.clients import READ_ONLY, READ_WRITE, ClientPolicy, Grant, Unauthenticated, is_health_probe, verify_jwt
 from routing.config import ConfigError, parse_config
 from routing.operations import Kind, classify, is_write
 from routing.rewrite import (
@@ -234,6 +234,12 @@ def test_read_or_write_outside_collections():
     assert is_write("POST", None) and is_write("PUT", None) and is_write("DELETE", None)
 
 
+def test_snapshots_need_write_access_even_to_read():
+    assert is_write("GET", Kind.INFO, classify("GET", "snapshots/s1.snapshot")[0])
+    assert is_write("GET", None, "passthrough", b"/snapshots/full.snapshot")
+    assert not is_write("GET", None, "passthrough", b"/collections")
+
+
 # ---------------------------------------------------------------- bodies
 
 
@@ -321,3 +327,8 @@ def test_alias_actions_naming_a_route_are_refused():
     assert alias_refusal(physical_alias, table.routes) is None
     assert alias_refusal({"actions": "nonsense"}, table.routes) is None
     assert alias_refusal([1, 2], table.routes) is None
+
+
+def test_health_probes_are_qdrants_own_whitelist():
+    assert is_health_probe(b"/healthz") and is_health_probe(b"/readyz") and is_health_probe(b"/livez")
+    assert not is_health_probe(b"/") and not is_health_probe(b"/healthz/x") and not is_health_probe(b"/collections")
