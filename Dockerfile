@@ -8,7 +8,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY routing ./routing
 COPY proxy ./proxy
-RUN pip install --no-cache-dir --prefix=/install .
+# --build-arg EXTRAS=embed adds the local embedding models (onnxruntime, numpy, MiniLM, WordLlama: about 230 MB).
+ARG EXTRAS=""
+RUN pip install --no-cache-dir --prefix=/install ".${EXTRAS:+[$EXTRAS]}"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/bluegreen --create-home bluegreen

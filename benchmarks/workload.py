@@ -69,3 +69,29 @@ def search_result_body() -> str:
         for rank in range(SEARCH_LIMIT)
     ]
     return json.dumps({"result": points, "status": "ok", "time": 0.001}, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- text queries (benchmarks/embedding.py)
+
+_ASK = ("how do I", "why does", "when should I", "what happens if I", "is it safe to", "can I")
+_ACT = ("rotate", "back up", "restore", "resize", "migrate", "monitor", "compress", "encrypt", "shard", "replicate",
+        "index", "snapshot")
+_THING = ("the payment service logs", "a customer database", "the search cluster", "my holiday photos",
+          "the billing invoices", "an old laptop disk", "the marketing videos", "a shared calendar")
+_WHERE = ("in production", "over a slow network", "on a small budget", "before the release", "without downtime",
+          "across two regions")
+
+
+def query_texts(count: int, seed: int = 5) -> list[str]:
+    """Distinct, sentence-like search queries of similar length (a fixed shuffle of slot combinations)."""
+    combos = [(a, b, c, d) for a in _ASK for b in _ACT for c in _THING for d in _WHERE]
+    if count > len(combos):
+        raise ValueError(f"at most {len(combos)} distinct query texts")
+    np.random.default_rng(seed).shuffle(combos)
+    return [f"{ask} {act} {thing} {where}?" for ask, act, thing, where in combos[:count]]
+
+
+def unit_vectors(count: int, dimensions: int, seed: int) -> list[list[float]]:
+    """`count` random unit vectors of `dimensions`, rounded as clients send them."""
+    vectors = np.random.default_rng(seed).standard_normal((count, dimensions), dtype=np.float32)
+    return [_rounded(v) for v in vectors / np.linalg.norm(vectors, axis=1, keepdims=True)]

@@ -201,8 +201,9 @@ class ProxyApp:
         (or refused), alias actions."""
         try:
             refusal = self._admit(request, located)
-            if refusal is None and request.route is not None and request.kind is Kind.READ:
-                self._plain_body(request)  # decoded now: the rewrite reads it
+            route = request.route
+            if refusal is None and route is not None and (request.kind is Kind.READ or route.settings.embed is not None):
+                self._plain_body(request)  # decoded now: the rewrite (or the search for texts) reads it
             return refusal or self._alias_refusal(request)
         except UndecodableBody as exc:
             return 400, f"Wrong input: {exc}"
@@ -343,6 +344,8 @@ class ProxyApp:
                 series.observe(504 if failure.kind == "timeout" else 502, seconds)
                 self.observer.observe(route.name, colour, request.operation, None, seconds)
                 return failure
+            if request.plain_body is not None and request.plain_body is not request.body:  # sent decoded: the coding header goes
+                headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
         # Writes go byte for byte (but for embedded Documents), the same bytes to both colours. A
         # coded read body was decoded by _screen.
         plain = body if request.vectors is not None or request.plain_body is None else request.plain_body

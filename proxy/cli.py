@@ -72,7 +72,21 @@ def cmd_check(args) -> int:
         s = route.settings
         safety = ",".join(part for part in ("preflight", "guard", "rollout", "failover") if getattr(s, part)) or "-"
         print(f"{name:24} {s.blue:24} {s.green:24} {s.green_percent:>7g}  {s.writes:6} {s.fallback:8} {safety:32} {','.join(s.key)}")
+    _print_embedding(config)
     return EXIT_OK
+
+
+def _print_embedding(config) -> None:
+    """Which model embeds text for each colour of each route with `embed`."""
+    from routing.config import url_without_credentials
+
+    for name, embedder in config.embedders.items():
+        where = "in process" if embedder.type == "local" else url_without_credentials(embedder.url)
+        size = f"{embedder.dimensions} dims" if embedder.dimensions else "dims from its first answer"
+        print(f"embedder {name}: {embedder.type} {embedder.model} ({where}, {size})")
+    for name, route in config.routes.items():
+        if route.embed is not None:
+            print(f"route {name} embeds text with: " + ", ".join(f"{where} {embedder}" for where, embedder in route.embed.names()))
 
 
 def _admin_url(args) -> str:
@@ -338,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--port", type=int, default=6334)
     upstream.set_defaults(func=cmd_upstream)
 
-    demo = commands.add_parser("demo", help="a self-contained rollout story on the embedded upstream")
+    demo = commands.add_parser("demo", help="a self-contained model migration (clients send text) on the embedded upstream")
     demo.add_argument("--quick", action="store_true", help="the same story in under 30 s")
     demo.set_defaults(func=cmd_demo)
 

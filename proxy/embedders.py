@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from routing.config import EMBED_EXTRA_HINT, LOCAL_MODELS
+from routing.config import EMBED_EXTRA_HINT, LOCAL_MODELS, url_without_credentials
 from routing.config import Embedder as EmbedderSettings
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ OPENAI_CALLS_IN_FLIGHT = 4  # concurrent requests to one embedding service
 # Leave a core to the event loop: a raw-vector request must not wait behind a model.
 MODEL_THREADS = max(1, (os.cpu_count() or 2) - 1)
 RETIRE_AFTER_SECONDS = 30.0  # a replaced embedder serves requests in flight this long, then closes
+WARN_EVERY_SECONDS = 10.0  # failures of one kind are logged at most this often per embedder (an outage floods)
 
 
 class EmbedderError(Exception):
@@ -74,6 +75,7 @@ class Embedder:
         self._idle = asyncio.Event()
         self._idle.set()
         self._metrics = _EmbedderMetrics(metrics, name) if metrics is not None else None
+        self._warned: dict[str, tuple[float, int]] = {}  # failure kind -> (last logged, failures since)
 
     async def embed(self, texts: list[str], kind: TextKind) -> list[Vector]:
         """One vector per text, in order. Raises EmbedderError."""
@@ -202,7 +204,13 @@ class Embedder:
     def _fail(self, batch: list[tuple[str, asyncio.Future]], error: EmbedderError) -> None:
         if self._metrics is not None:
             self._metrics.errors(error.kind).inc()
-        log.warning("%s", error)
+        now = time.monotonic()
+        last, unlogged = self._warned.get(error.kind, (float("-inf"), 0))
+        if now - last >= WARN_EVERY_SECONDS:
+            log.warning("%s%s", error, f" ({unlogged} more failures of this kind since the last report)" if unlogged else "")
+            self._warned[error.kind] = (now, 0)
+        else:
+            self._warned[error.kind] = (last, unlogged + 1)
         for _, future in batch:
             if not future.done():
                 future.set_exception(error)
@@ -319,6 +327,7 @@ class _OpenAIBackend(_Backend):
             limits=httpx.Limits(max_connections=OPENAI_CALLS_IN_FLIGHT, max_keepalive_connections=OPENAI_CALLS_IN_FLIGHT),
         )
         self._url = f"{settings.url}/embeddings"
+        self._shown_url = url_without_credentials(settings.url)
 
     async def encode(self, texts: list[str]) -> list[Vector]:
         httpx = self._httpx
@@ -328,9 +337,12 @@ class _OpenAIBackend(_Backend):
         except httpx.TimeoutException:
             raise EmbedderError(self.name, "timeout", f"timed out after {self.settings.timeout:g}s") from None
         except httpx.HTTPError as exc:
-            raise EmbedderError(self.name, "connect", f"is unreachable at {self.settings.url}: {type(exc).__name__}") from None
+            raise EmbedderError(self.name, "connect", f"is unreachable at {self._shown_url}: {type(exc).__name__}") from None
         if response.status_code != 200:
-            raise EmbedderError(self.name, "status", f"answered HTTP {response.status_code}: {response.text[:200]}")
+            said = response.text[:200]
+            if self.settings.api_key:  # some services quote the key they refused
+                said = said.replace(self.settings.api_key, "***")
+            raise EmbedderError(self.name, "status", f"answered HTTP {response.status_code}: {said}")
         try:
             data = response.json()["data"]
             data = sorted(data, key=lambda item: item["index"])

@@ -41,7 +41,8 @@ class TextInference:
         route = request.route
         embed = route.settings.embed
         pinnable = self._pinnable(embed)
-        found = find_vectors(request.operation, request.body, request.snapshot.config.passthrough_models, pinnable)
+        body = request.plain_body if request.plain_body is not None else request.body
+        found = find_vectors(request.operation, body, request.snapshot.config.passthrough_models, pinnable)
         if found is None:
             return None
         if found.sites:

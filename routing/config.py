@@ -253,6 +253,11 @@ EMBED_EXTRA_HINT = 'pip install "bluegreen-proxy[embed]"'
 ALWAYS_PASSTHROUGH_MODELS = ("qdrant/bm25",)
 
 
+def url_without_credentials(url: str) -> str:
+    """`http://user:secret@host/v1` -> `http://host/v1`: for messages and listings."""
+    return re.sub(r"//[^/@]*@", "//", url)
+
+
 class Embedder(_Strict):
     """One embedding model, named under the top-level `embedders`."""
 

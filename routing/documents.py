@@ -23,6 +23,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+try:  # in the embed extra: parses a 384-float body ~4x and writes one ~20x faster than json
+    import orjson
+except ImportError:  # pragma: no cover - the lean install has no route that embeds
+    orjson = None
+
 # A body without this cannot hold a Document: it is not parsed for them.
 TEXT_MARKER = b'"text"'
 
@@ -56,6 +61,7 @@ class DocumentSite:
 @dataclass(slots=True)
 class VectorsFound:
     document: Any  # the parsed body
+    parsed_by_orjson: bool = False  # then orjson can write it back exactly; else json does
     sites: list[DocumentSite] = field(default_factory=list)
     raw: list[tuple[str, int]] = field(default_factory=list)  # (vector name, length) of raw dense vectors
 
@@ -79,6 +85,8 @@ class VectorsFound:
             index = taken.get(site.vector, 0)
             taken[site.vector] = index + 1
             site.holder[site.key] = embedded[index]
+        if self.parsed_by_orjson:
+            return orjson.dumps(self.document)
         return json.dumps(self.document, separators=(",", ":")).encode()
 
 
@@ -90,15 +98,32 @@ def find_vectors(operation: str, body: bytes, passthrough_models: frozenset[str]
     if walk is None or (not with_raw and TEXT_MARKER not in body) or (operation in RAW_ONLY_OPERATIONS and not with_raw):
         return None
     try:
-        document = json.loads(body)
+        document, fast = _loads(body)
     except ValueError:
         return None
-    found = VectorsFound(document)
+    found = VectorsFound(document, fast)
     if isinstance(document, dict):
         walk(document, _Collector(found, passthrough_models, with_raw))
     if not found.sites and not found.raw:
         return None
     return found
+
+
+# 19 digits in a row may be an integer beyond 64 bits, which orjson would read as a float. Found by
+# mapping every digit to "0" and looking for 19 of them (a regex takes ~0.5 ms on a 3 KB vector body).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
+def _loads(body: bytes) -> tuple[Any, bool]:
+    """The parsed body, and whether orjson parsed it. What orjson cannot read exactly (NaN, lone
+    surrogates, integers beyond 64 bits) is read by Python's json, and written back by it."""
+    if orjson is not None and _LONG_DIGITS not in body.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(body), True
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body), False
 
 
 def fitting_colours(raw: Iterable[tuple[str, int]], dimensions: Callable[[str, str], int | None], colours: tuple[str, ...]) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 Each text gets a deterministic unit vector (seeded by its sha256), so the same text always embeds to
 the same vector. Every request is recorded (headers and body). Control, for tests:
-- `POST /control {"mode": "ok" | "status" | "slow" | "wrong_dims" | "garbage", "status": 500, "delay": 2.0}`
+- `POST /control {"mode": "ok" | "status" | "slow" | "wrong_dims" | "garbage", "status": 500, "delay": 2.0,
+  "quote_key": true}` (with `status`: the error message quotes the bearer key it got)
 - `GET /requests` (what was received), `DELETE /requests` (forget it).
 Run: python -m tests.openai_embeddings --port N --dimensions D
 """
@@ -44,7 +45,10 @@ class Service:
         self.requests.append({"headers": dict(request.headers), "body": body})
         mode = self.mode.get("mode", "ok")
         if mode == "status":
-            return web.json_response({"error": {"message": "the model is down"}}, status=self.mode.get("status", 500))
+            message = "the model is down"
+            if self.mode.get("quote_key"):  # as some services do when they refuse a key
+                message = f"key refused: {request.headers.get('Authorization', '').removeprefix('Bearer ')}"
+            return web.json_response({"error": {"message": message}}, status=self.mode.get("status", 500))
         if mode == "slow":
             await asyncio.sleep(self.mode.get("delay", 2.0))
         if mode == "garbage":

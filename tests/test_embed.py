@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import sys
 import time
@@ -285,6 +286,12 @@ def test_groups_a_vector_without_an_embedder_and_a_text_free_body(echo_proxy):
     write = {"points": [{"id": 1, "vector": {"dense": {"text": "a", "model": "m"}}}, {"id": 2, "vector": {"text": "b", "model": "m"}}]}
     points = json.loads(sent_up(httpx.put(f"{echo_proxy.url}/collections/gdocs/points", json=write))[1])["points"]
     assert len(points[0]["vector"]["dense"]) == 256 and points[1]["vector"] == {"text": "b", "model": "m"}
+    # A gzip-compressed body is read decoded; it goes up decoded, without the coding header.
+    packed = gzip.compress(json.dumps({"query": {"text": "packed", "model": "m"}, "using": "dense"}).encode())
+    response = httpx.post(f"{echo_proxy.url}/collections/gdocs/points/query", content=packed,
+                          headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert len(json.loads(sent_up(response)[1])["query"]) == 256
+    assert "content-encoding" not in {name.lower() for name, _ in response.json()["result"]["headers"]}
     untouched = b'{"query": [0.5, 0.25],   "limit": 2, "filter": {"must": [{"key": "text", "match": {"text": "x"}}]}}'
     response = httpx.post(f"{echo_proxy.url}/collections/docs/points/query", content=untouched, headers={"content-type": "application/json"})
     assert sent_up(response)[1] == untouched  # no Document: the bytes as sent
@@ -329,12 +336,14 @@ def openai_proxy(service, embedded_upstream, tmp_path_factory):
         f"    type: openai\n    url: {service}/v1\n    model: acme/embed-32\n    api_key: ${{TEST_EMBEDDINGS_KEY:-sk-test}}\n"
         "    dimensions: 32\n    query_prefix: 'query: '\n    document_prefix: 'passage: '\n"
         "    extra: {task: retrieval}\n    timeout: 500ms\n    batch_size: 4\n"
+        f"  down: {{type: openai, url: 'http://user:secret@127.0.0.1:{free_port()}/v1', model: m, dimensions: 32}}\n"
     )
     routes = (
         f"  {logical}: {{blue: {logical}_blue, green: {logical}_green, green_percent: 50, writes: both, allow_override: true,"
         " embed: {blue: small, green: svc}}\n"
         f"  {guarded}: {{blue: {guarded}_blue, green: {guarded}_green, green_percent: 50, writes: both,"
         f" embed: {{blue: small, green: svc}}, guard: {FAST_GUARD}}}\n"
+        f"  {logical}_down: {{blue: {logical}_blue, green: {logical}_green, green_percent: 100, embed: {{blue: small, green: down}}}}\n"
     )
     proxy = RunningProxy(tmp_path_factory.mktemp("openai-proxy"), embedded_upstream, routes, embedders).start()
     yield proxy, logical, guarded, direct
@@ -375,6 +384,7 @@ def test_openai_embedder_request_shape_batches_prefixes_and_dimensions(openai_pr
 
 FAILURES = [
     ({"mode": "status", "status": 500}, 502, "answered HTTP 500", "status"),
+    ({"mode": "status", "status": 401, "quote_key": True}, 502, "key refused: ***", "status"),
     ({"mode": "slow", "delay": 2.0}, 504, "timed out after 0.5s", "timeout"),
     ({"mode": "wrong_dims"}, 502, "answered a 33-dimensional vector, expected 32", "dimensions"),
     ({"mode": "garbage"}, 502, "answered something other than OpenAI's embeddings shape", "response"),
@@ -391,7 +401,7 @@ def test_openai_embedder_failures_answer_qdrant_shaped_errors_naming_the_embedde
                             headers={"x-bluegreen-color": "green"}, timeout=10)
         assert forced.status_code == status, kind
         error = forced.json()["status"]["error"]
-        assert "embedder `svc`" in error and words in error, error
+        assert "embedder `svc`" in error and words in error and "sk-test" not in error, error
         # A dual write is not acknowledged when green's model fails; blue answers text on its own model.
         with pytest.raises(UnexpectedResponse) as raised:
             client.upsert(logical, [models.PointStruct(id=77, vector=document(f"not acknowledged {kind}"))], wait=True)
@@ -400,6 +410,12 @@ def test_openai_embedder_failures_answer_qdrant_shaped_errors_naming_the_embedde
         metrics = proxy.metrics_text()
         assert metric_value(metrics, "bluegreen_embed_errors_total", embedder="svc", kind=kind) >= 2
     assert direct.retrieve(f"{logical}_green", [77]) == []
+    # Nothing listening: 502 naming the embedder (not its credentials); failover answers from blue.
+    down = httpx.post(f"{proxy.url}/collections/{logical}_down/points/query", json={"query": {"text": "x", "model": "m"}}, timeout=10)
+    assert down.status_code == 200 and down.headers["x-bluegreen-color"] == "blue"
+    assert metric_value(proxy.metrics_text(), "bluegreen_embed_errors_total", embedder="down", kind="connect") == 1
+    assert "embedder `down` is unreachable at http://127.0.0.1:" in proxy.server.log()
+    assert "secret" not in proxy.server.log() and "sk-test" not in proxy.server.log()
     assert metric_value(proxy.metrics_text(), "bluegreen_requests_total", route=logical, color="green", status="5xx") >= 8
     client.close()
     blue.close()

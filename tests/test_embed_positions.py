@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
 from routing.config import ConfigError, parse_config
 from routing.documents import find_vectors, fitting_colours
+from tests.support import REPO_ROOT
 
 PASS = frozenset({"qdrant/bm25"})
 
@@ -123,6 +126,19 @@ def test_fill_replaces_only_documents_and_serves_each_colour_from_one_parse():
     assert blue["points"][0]["payload"] == green["points"][0]["payload"] == body["points"][0]["payload"]
 
 
+@pytest.mark.parametrize("value", [
+    2**70, -(2**63) - 1, 2**64 - 1, 12345678901234567, 1.5e-7, 0.1, -0.0, 1e300, "naïve ✓", "\ud800", float("nan"),
+])
+def test_fill_writes_every_other_value_back_exactly(value):
+    body = json.dumps({"points": [{"id": 1, "vector": doc("x"), "payload": {"v": value}}]}).encode()
+    result = find_vectors("upsert", body, PASS, False)
+    written = json.loads(result.fill({"": [[0.25, 0.5]]}))
+    assert written["points"][0]["vector"] == [0.25, 0.5]
+    kept = written["points"][0]["payload"]["v"]
+    assert kept == value or (value != value and kept != kept)  # NaN (which Qdrant would refuse) stays NaN
+    assert type(kept) is type(value)
+
+
 # ---------------------------------------------------------------- raw vectors and pinning
 
 
@@ -224,3 +240,19 @@ def test_a_local_model_without_the_embed_extra_names_the_extra(monkeypatch):
     assert str(raised.value) == (
         'embedders.minilm.model: all-MiniLM-L6-v2 needs the embed extra (missing onnxruntime): pip install "bluegreen-proxy[embed]"'
     )
+
+
+def test_check_names_each_colours_embedder_and_hides_url_credentials(tmp_path):
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(
+        "embedders:\n"
+        "  minilm: {type: local, model: all-MiniLM-L6-v2}\n"
+        "  jina: {type: openai, url: 'http://user:secret@tei:8080/v1', model: jinaai/jina-embeddings-v3, dimensions: 1024}\n"
+        "routes:\n  docs: {blue: a, green: b, embed: {blue: minilm, green: {dense: jina}}}\n"
+    )
+    done = subprocess.run([sys.executable, "-m", "proxy.cli", "check", "--config", str(config)], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "embedder minilm: local all-MiniLM-L6-v2 (in process, 384 dims)" in done.stdout
+    assert "embedder jina: openai jinaai/jina-embeddings-v3 (http://tei:8080/v1, 1024 dims)" in done.stdout
+    assert "route docs embeds text with: blue minilm, green.dense jina" in done.stdout
+    assert "secret" not in done.stdout
