@@ -97,7 +97,7 @@ class ProxyApp:
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
-        self.shadow = ShadowSender(upstream, metrics, observer)
+        self.shadow = ShadowSender(upstream, metrics, observer, self.upstream_form)
         self.inference = inference  # routes with `embed`
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
@@ -333,17 +333,28 @@ class ProxyApp:
     async def _routed(self, request: Request, colour: str, since: float | None = None) -> UpstreamResponse | UpstreamFailure:
         """Send the request to `colour`'s physical collection; `since` starts the clock of a retry."""
         route = request.route
-        body, headers = request.body, request.headers
         series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
         started = request.started if since is None else since
+        try:
+            path, body, headers = await self.upstream_form(request, colour)
+        except EmbedFailure as failure:
+            seconds = time.perf_counter() - started
+            series.observe(504 if failure.kind == "timeout" else 502, seconds)
+            self.observer.observe(route.name, colour, request.operation, None, seconds)
+            return failure
+        outcome = await self._exchange(request, path, body, series, started, headers)
+        seconds = time.perf_counter() - started
+        self.observer.observe(route.name, colour, request.operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
+        return outcome
+
+    async def upstream_form(self, request: Request, colour: str) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+        """Path, body and headers of the request as `colour`'s physical collection gets it: its own
+        model's embeddings on an `embed` route (EmbedFailure when its embedder fails), collection
+        names for it in a read's body. Shadow reads send the other colour's form of an answered read."""
+        route = request.route
+        body, headers = request.body, request.headers
         if request.vectors is not None:
-            try:
-                body = await self.inference.body_for(request, colour)
-            except EmbedFailure as failure:
-                seconds = time.perf_counter() - started
-                series.observe(504 if failure.kind == "timeout" else 502, seconds)
-                self.observer.observe(route.name, colour, request.operation, None, seconds)
-                return failure
+            body = await self.inference.body_for(request, colour)
             if request.plain_body is not None and request.plain_body is not request.body:  # sent decoded: the coding header goes
                 headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
         # Writes go byte for byte (but for embedded Documents), the same bytes to both colours. A
@@ -363,11 +374,7 @@ class ProxyApp:
                 body = rewritten
                 if plain is not request.body:  # sent decoded: the coding header goes
                     headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
-        path = rewrite_path(request.canonical, route.segment(colour))
-        outcome = await self._exchange(request, path, body, series, started, headers)
-        seconds = time.perf_counter() - started
-        self.observer.observe(route.name, colour, request.operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
-        return outcome
+        return rewrite_path(request.canonical, route.segment(colour)), body, headers
 
     async def _exchange(
         self, request: Request, path: bytes, body: bytes, series, started: float | None = None,

@@ -70,7 +70,7 @@ def cmd_check(args) -> int:
     print(f"{'route':24} {'blue':24} {'green':24} {'green%':>7}  {'writes':6} {'fallback':8} {'safety':32} key")
     for name, route in table.routes.items():
         s = route.settings
-        safety = ",".join(part for part in ("preflight", "guard", "rollout", "failover") if getattr(s, part)) or "-"
+        safety = ",".join(part for part in ("preflight", "guard", "rollout", "failover", "shadow") if getattr(s, part)) or "-"
         print(f"{name:24} {s.blue:24} {s.green:24} {s.green_percent:>7g}  {s.writes:6} {s.fallback:8} {safety:32} {','.join(s.key)}")
     _print_embedding(config)
     return EXIT_OK

@@ -7,12 +7,17 @@ Query API); blank lines and lines starting with `#` are skipped. A body without 
 `limit: k`. Logical collection names inside a body (`lookup_from`) are rewritten per colour as the
 proxy would. The calls are the proxy's own, to the upstream directly, with `upstream.api_key`.
 
+On a route with `embed`, a line may hold `"text"` instead of `"query"` (with any other Query API
+field, `using` naming the vector): each colour then gets the text embedded by its own model, as a
+query, by the embedders of the config.
+
 Exit status: 0; 1 when the mean overlap@k is below `--min-overlap`, or a query could not be
 compared (an error on either colour, the upstream unreachable); 2 for a usage error (unknown route,
-unreadable file, a line that is not a JSON object).
+unreadable file, a line that is not a JSON object, text on a route without `embed`).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -62,17 +67,56 @@ def read_queries(path: str) -> list[tuple[int, dict]]:
             raise UsageError(f"{path}:{number}: not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise UsageError(f"{path}:{number}: a query is a JSON object (a Query API body)")
-        if "text" in body and "query" not in body:
-            raise UsageError(f"{path}:{number}: a text query needs the route's embedders (a route with `embed`)")
         queries.append((number, body))
     if not queries:
         raise UsageError(f"{path}: no queries")
     return queries
 
 
+def _is_text(body: dict) -> bool:
+    return "text" in body and "query" not in body
+
+
+class EmbeddingFailed(RuntimeError):
+    """A colour's embedder could not embed the file's texts."""
+
+
+def embed_texts(config: Config, route: Route, queries: list[tuple[int, dict]]) -> dict[tuple[int, str], list[float]]:
+    """(line, colour) -> that colour's query embedding of the line's text, for every text line."""
+    from proxy.embedders import EmbedderError, build_embedder  # the embed extra, only when needed
+    from routing.documents import UNNAMED
+
+    plan: dict[str, list[tuple[int, str, str]]] = {}  # embedder name -> (line, colour, text)
+    for line, body in queries:
+        if not _is_text(body):
+            continue
+        vector = body.get("using") or UNNAMED
+        for colour in (BLUE, GREEN):
+            name = route.embed.embedder_for(colour, vector)
+            if name is None:
+                raise UsageError(f"line {line}: the route has no {colour} embedder for vector `{vector or '(unnamed)'}`")
+            plan.setdefault(name, []).append((line, colour, str(body["text"])))
+
+    async def run() -> dict[tuple[int, str], list[float]]:
+        vectors = {}
+        for name, wanted in plan.items():
+            embedder = build_embedder(name, config.embedders[name])
+            try:
+                embedded = await embedder.embed([text for _, _, text in wanted], "query")
+            except EmbedderError as exc:
+                raise EmbeddingFailed(f"embedder `{name}`: {exc}") from None
+            finally:
+                await embedder.close()
+            vectors.update({(line, colour): vector for (line, colour, _), vector in zip(wanted, embedded)})
+        return vectors
+
+    return asyncio.run(run()) if plan else {}
+
+
 def compare_route(config: Config, route_name: str, queries: list[tuple[int, dict]], k: int, upstream_url: str) -> list[QueryComparison]:
     route = config.routes[route_name]
     table = RouteTable(config)
+    embeddings = embed_texts(config, route, queries)
     headers = {"content-type": "application/json"}
     if config.upstream.api_key:
         headers["api-key"] = config.upstream.api_key
@@ -80,14 +124,20 @@ def compare_route(config: Config, route_name: str, queries: list[tuple[int, dict
     with httpx.Client(base_url=upstream_url, headers=headers, timeout=config.upstream.timeout) as client:
         for line, body in queries:
             sized = body if "limit" in body else {**body, "limit": k}
-            results.append(_compare_one(client, table, route, line, sized, k))
+            results.append(_compare_one(client, table, route, line, sized, k, embeddings))
     return results
 
 
-def _compare_one(client: httpx.Client, table: RouteTable, route: Route, line: int, body: dict, k: int) -> QueryComparison:
+def _compare_one(client: httpx.Client, table: RouteTable, route: Route, line: int, body: dict, k: int,
+                 embeddings: dict[tuple[int, str], list[float]]) -> QueryComparison:
     answers: dict[str, list[Hashable]] = {}
     for colour, collection in ((BLUE, route.blue), (GREEN, route.green)):
-        raw = json.dumps(body, separators=(",", ":")).encode()
+        if _is_text(body):  # this colour's own model's embedding of the text
+            sent = {key: value for key, value in body.items() if key != "text"}
+            sent["query"] = embeddings[(line, colour)]
+        else:
+            sent = body
+        raw = json.dumps(sent, separators=(",", ":")).encode()
         raw = rewrite_body_collections(
             raw, lambda name, colour=colour: (r.collection(colour) if (r := table.routes.get(name)) else None)
         ) or raw
@@ -167,7 +217,16 @@ def run(config: Config, route_name: str, queries_path: str, k: int, min_overlap:
     if k < 1:
         raise UsageError("--k: must be >= 1")
     route = config.routes[route_name]
-    results = compare_route(config, route_name, read_queries(queries_path), k, upstream_url)
+    queries = read_queries(queries_path)
+    if route.embed is None:
+        for line, body in queries:
+            if _is_text(body):
+                raise UsageError(f"{queries_path}:{line}: a text query needs the route's embedders (a route with `embed`)")
+    try:
+        results = compare_route(config, route_name, queries, k, upstream_url)
+    except EmbeddingFailed as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     totals = summary(results)
     mean = totals["mean_overlap"]
     below = min_overlap is not None and (mean is None or mean < min_overlap)

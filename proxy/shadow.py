@@ -4,8 +4,9 @@ path, and the two answers are compared.
 The data path calls `after_read` once the client has its answer. Unless the read is sampled that
 costs a few attribute reads and one random draw: no parsing. A sampled read becomes a background
 task (never awaited by the request) that sends the same request (same method, query string, the
-client's own forwarded headers, the body with collection names for the other colour) to the other
-colour's physical collection, reads both answers' point ids and scores them (`routing.overlap`).
+client's own forwarded headers, the body with collection names for the other colour, and on an
+`embed` route the other colour's own embedding of its text) to the other colour's physical
+collection, reads both answers' point ids and scores them (`routing.overlap`).
 
 Every sampled read is counted once in `bluegreen_shadow_requests_total{route,result}`:
 - `compared`: both answers read and scored;
@@ -24,15 +25,14 @@ import json
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
 from proxy.metrics import Metrics
 from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
 from routing.operations import SEARCH_OPERATIONS
 from routing.overlap import UnreadableResult, overlap_at_k, rank_biased_overlap, ranked_ids_from_body
-from routing.rewrite import rewrite_body_collections
 from routing.shadow import fits, raw_vectors, vector_sizes
-from routing.table import BLUE, GREEN, quote_segment, rewrite_path
+from routing.table import BLUE, GREEN, quote_segment
 
 if TYPE_CHECKING:
     from proxy.app import Request
@@ -50,11 +50,17 @@ class PairObserver(Protocol):
     def observe_pair(self, route: str, overlaps: list[float], green_empty: bool | None, blue_empty: bool | None) -> None: ...
 
 
+# (request, colour) -> (path, body, headers) as that colour's collection gets the request, with its own
+# embeddings on an `embed` route (ProxyApp.upstream_form; raises an UpstreamFailure when they fail).
+UpstreamForm = Callable[["Request", str], Awaitable[tuple[bytes, bytes, list[tuple[bytes, bytes]]]]]
+
+
 class ShadowSender:
-    def __init__(self, upstream: UpstreamClient, metrics: Metrics, observer: PairObserver):
+    def __init__(self, upstream: UpstreamClient, metrics: Metrics, observer: PairObserver, upstream_form: UpstreamForm):
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
+        self.upstream_form = upstream_form
         self._inflight: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()  # strong references until each finishes
         self._sizes: dict[str, tuple[float, asyncio.Task]] = {}  # collection -> (expires, fetch)
@@ -112,25 +118,10 @@ class ShadowSender:
         other = BLUE if colour == GREEN else GREEN
         if not await self._fits(request, route.collection(colour), route.collection(other)):
             return SKIPPED
-        table = request.snapshot.table
-        lookups = request.lookup_colours or {}  # other routes named in the body: as the primary sent them
-
-        def physical_for(name: str) -> str | None:
-            named = table.routes.get(name)
-            if named is None:
-                return None
-            return named.collection(other if named is route else lookups.get(name, other))
-
-        plain = request.body if request.plain_body is None else request.plain_body
-        body, headers = rewrite_body_collections(plain, physical_for), request.headers
-        if body is None:
-            body = request.body
-        elif plain is not request.body:  # sent decoded: the coding header goes
-            headers = [(name, value) for name, value in headers if name != b"content-encoding"]
-        path = rewrite_path(request.canonical, route.segment(other))
-        target = path + b"?" + request.query if request.query else path
-        sent = time.perf_counter()
         try:
+            path, body, headers = await self.upstream_form(request, other)  # embeds text with the other model
+            target = path + b"?" + request.query if request.query else path
+            sent = time.perf_counter()
             shadow = await self.upstream.request(request.method, target, headers, body)
         except UpstreamFailure as failure:
             log.debug("shadow on %s: no answer: %s", route.collection(other), failure.detail)
@@ -175,13 +166,14 @@ class ShadowSender:
 
     async def _fits(self, request: "Request", answered: str, other: str) -> bool:
         """False only when a raw vector is known not to fit the `other` collection."""
-        if b"[" not in request.body:
+        body = request.plain_body if request.plain_body is not None else request.body  # Content-Encoding undone
+        if b"[" not in body:
             return True  # no list at all, so no raw vector
         sizes = await self._vector_sizes(other)
         if sizes is None or sizes == await self._vector_sizes(answered):
             return True  # unknown; or the same sizes as the colour that just accepted the request
         try:
-            vectors = raw_vectors(request.operation, json.loads(request.body))
+            vectors = raw_vectors(request.operation, json.loads(body))
         except ValueError:
             return True
         return fits(vectors, sizes)

@@ -33,7 +33,7 @@ A rule trips at the first judgement where it has been violated at every judgemen
 on (with `action: alert`) is reported again every `*_for`, not at every judgement.
 
 Each rule is one small class below (`Rule`: name, measure, limit, duration, description); a new rule
-is a new class added to `RouteGuard._rules`.
+is a new class listed in `RULES` (its settings go in `routing.config.Guard`).
 """
 from __future__ import annotations
 
@@ -221,6 +221,11 @@ class Rule:
     def __init__(self, settings: Guard):
         self.settings = settings
 
+    @classmethod
+    def for_route(cls, settings: Guard, shadowed: bool) -> "Rule | None":
+        """The rule as a route with these settings judges it; None when it does not apply."""
+        return cls(settings)
+
     @property
     def limit(self) -> float:
         raise NotImplementedError
@@ -308,6 +313,10 @@ class EmptyResults(Rule):
 
     name = EMPTY_RESULTS
 
+    @classmethod
+    def for_route(cls, settings: Guard, shadowed: bool) -> Rule:
+        return PairedEmptyResults(settings) if shadowed else cls(settings)
+
     def __init__(self, settings: Guard):
         super().__init__(settings)
         self._blue_reference: tuple[float, float] | None = None  # (share, judged at)
@@ -378,6 +387,10 @@ class Overlap(Rule):
     name = OVERLAP
     floor = True
 
+    @classmethod
+    def for_route(cls, settings: Guard, shadowed: bool) -> Rule | None:
+        return cls(settings) if shadowed and settings.min_overlap is not None else None
+
     @property
     def limit(self) -> float:
         return self.settings.min_overlap
@@ -402,6 +415,10 @@ class Overlap(Rule):
         )
 
 
+# Every rule, in the order a simultaneous trip is reported in.
+RULES: tuple[type[Rule], ...] = (ErrorRate, Latency, EmptyResults, Overlap)
+
+
 # ---------------------------------------------------------------- the guard
 
 
@@ -411,13 +428,7 @@ class RouteGuard:
         self.settings = settings
         self._slot_seconds = settings.window / SLOTS_PER_WINDOW
         self._green, self._blue, self._pairs = _Window(), _Window(), _PairWindow()
-        # In this order a simultaneous trip is reported.
-        self._rules: list[Rule] = [
-            ErrorRate(settings), Latency(settings),
-            PairedEmptyResults(settings) if shadowed else EmptyResults(settings),
-        ]
-        if shadowed and settings.min_overlap is not None:
-            self._rules.append(Overlap(settings))
+        self._rules = [rule for kind in RULES if (rule := kind.for_route(settings, shadowed)) is not None]
         self._violated_since: dict[str, float | None] = {rule.name: None for rule in self._rules}
 
     def record(self, colour: str, latency_s: float, failed: bool, empty: bool | None, now: float) -> None:

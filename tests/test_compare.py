@@ -8,9 +8,11 @@ import sys
 import uuid
 
 import pytest
+from qdrant_client import models
 
-from tests.support import REPO_ROOT
-from tests.test_shadow import EXPECTED_RBO, QUERY, crafted
+from tests.openai_embeddings import vector_for
+from tests.support import REPO_ROOT, qdrant_client
+from tests.test_shadow import EXPECTED_RBO, QUERY, SENTENCES, crafted, embedding_services  # noqa: F401 - a fixture
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +109,29 @@ def test_unknown_route_and_missing_file_exit_2(setup):
     assert unknown.returncode == 2 and "no route named `nope`" in unknown.stderr
     missing = compare("--config", str(config), logical, "--queries", str(directory / "missing.jsonl"))
     assert missing.returncode == 2 and "missing.jsonl" in missing.stderr
+
+
+def test_text_queries_on_an_embed_route_use_each_colours_own_model(embedded_upstream, embedding_services, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    logical, blue, green = f"cmpt_{tag}", f"cmpt_{tag}_blue", f"cmpt_{tag}_green"
+    direct = qdrant_client(embedded_upstream, timeout=30)
+    for name, dimensions in ((blue, 16), (green, 24)):
+        direct.create_collection(name, vectors_config=models.VectorParams(size=dimensions, distance=models.Distance.COSINE))
+        direct.upsert(name, [models.PointStruct(id=i, vector=vector_for(text, dimensions)) for i, text in enumerate(SENTENCES)], wait=True)
+    direct.close()
+    config = tmp_path / "embed.yaml"
+    config.write_text(
+        f"upstream: {{url: '{embedded_upstream}'}}\n"
+        "embedders:\n"
+        f"  blue_model: {{type: openai, url: '{embedding_services['blue']}/v1', model: m16, dimensions: 16}}\n"
+        f"  green_model: {{type: openai, url: '{embedding_services['green']}/v1', model: m24, dimensions: 24}}\n"
+        f"routes:\n  {logical}: {{blue: {blue}, green: {green}, embed: {{blue: blue_model, green: green_model}}}}\n"
+    )
+    queries = tmp_path / "texts.jsonl"
+    queries.write_text("".join(json.dumps({"text": text, "limit": 1}) + "\n" for text in SENTENCES[:4]))
+    done = compare("--config", str(config), logical, "--queries", str(queries), "--json", "--min-overlap", "0.99")
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads(done.stdout)
+    # Each sentence is its own top hit on both colours: each colour got its own model's embedding.
+    assert [(r["blue_ids"], r["green_ids"]) for r in document["results"]] == [([i], [i]) for i in range(4)]
+    assert document["mean_overlap"] == 1.0

@@ -8,17 +8,22 @@ in test_overlap.py).
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 import time
 import uuid
 
 import aiohttp
+import httpx
 import pytest
+from aiohttp import web
 from qdrant_client import models
 
 from routing.overlap import rank_biased_overlap
 from routing.table import bucket
 from tests.faults import clear_faults, set_fault, start_fault_proxy
-from tests.support import RunningProxy, metric_value, qdrant_client, wait_until
+from tests.openai_embeddings import vector_for
+from tests.support import RunningProxy, ServerProcess, free_port, metric_value, qdrant_client, wait_until
 
 DIM = 8
 QUERY = [1.0] + [0.0] * (DIM - 1)
@@ -306,3 +311,140 @@ def test_shadowed_empty_rule_trips_when_green_alone_comes_back_empty(collections
     assert (status["state"], status["reason"]) == ("rolled_back", "empty_results"), status
     assert status["figures"]["empty_judged_on"] == "shadow_pairs"
     assert status["figures"]["green_empty_share"] == 1.0 and status["figures"]["blue_empty_share"] == 0.0
+
+
+# ---------------------------------------------------------------- an embed route: text in, each colour its own model
+
+SENTENCES = [f"sentence number {i} about {topic}" for i, topic in enumerate(
+    ["cats", "qubits", "Paris", "bananas", "markets", "plants", "marathons", "violins", "volcanoes", "bicycles"]
+)]
+
+
+@pytest.fixture
+def embedding_services(tmp_path):
+    """Two OpenAI-compatible services: blue's model makes 16-dim vectors, green's 24-dim ones."""
+    started, urls = [], {}
+    for colour, dimensions in (("blue", 16), ("green", 24)):
+        port = free_port()
+        server = ServerProcess(
+            [sys.executable, "-m", "tests.openai_embeddings", "--port", str(port), "--dimensions", str(dimensions)],
+            f"http://127.0.0.1:{port}/", tmp_path / f"embed-{colour}.log",
+        ).start()
+        started.append(server)
+        urls[colour] = f"http://127.0.0.1:{port}"
+    yield urls
+    for server in started:
+        server.stop()
+
+
+def test_an_embed_route_is_shadowed_with_each_colours_own_embedding(faulty_upstream, embedding_services, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    logical, blue, green = f"txt_{tag}", f"txt_{tag}_blue", f"txt_{tag}_green"
+    direct = qdrant_client(faulty_upstream[1], timeout=30)
+    for name, dimensions in ((blue, 16), (green, 24)):  # each sentence stored with its colour's model
+        direct.create_collection(name, vectors_config=models.VectorParams(size=dimensions, distance=models.Distance.COSINE))
+        direct.upsert(name, [
+            models.PointStruct(id=i, vector=vector_for(text, dimensions)) for i, text in enumerate(SENTENCES)
+        ], wait=True)
+    direct.close()
+    embedders = (
+        "embedders:\n"
+        f"  blue_model: {{type: openai, url: '{embedding_services['blue']}/v1', model: m16, dimensions: 16}}\n"
+        f"  green_model: {{type: openai, url: '{embedding_services['green']}/v1', model: m24, dimensions: 24}}\n"
+    )
+    routes = route(logical, blue, green, 50, embed="{blue: blue_model, green: green_model}", shadow="{sample: 1.0}")
+    proxy = RunningProxy(tmp_path / "proxy", faulty_upstream[0], routes, extra_yaml=embedders).start()
+    try:
+        answered = {}
+        for i, text in enumerate(SENTENCES):
+            user = f"reader-{i}"
+            client = qdrant_client(proxy.url, cloud_inference=True, timeout=30, headers={"x-user-id": user})
+            try:
+                hits = client.query_points(logical, query=models.Document(text=text, model="any"), limit=1).points
+            finally:
+                client.close()
+            assert [hit.id for hit in hits] == [i]
+            answered[user] = bucket(logical.encode(), user.encode()) < 5000
+        assert set(answered.values()) == {True, False}  # both colours answered some, so shadows went both ways
+        wait_until(lambda: shadow_results(proxy, logical)["compared"] == len(SENTENCES), timeout=15)
+        assert shadow_results(proxy, logical) == {"compared": 10, "skipped": 0, "dropped": 0, "error": 0}
+        text = proxy.metrics_text()
+        # The same sentence is the top hit on both colours only if each embedded it with its own model.
+        assert metric_value(text, "bluegreen_shadow_overlap_sum", route=logical) == 10
+        assert metric_value(text, "bluegreen_shadow_rbo_sum", route=logical) == pytest.approx(10)
+        for colour in ("blue", "green"):  # every sentence reached both models: once answered, once shadowed
+            received = [item for request in httpx.get(f"{embedding_services[colour]}/requests").json() for item in request["body"]["input"]]
+            assert sorted(set(received)) == sorted(SENTENCES), colour
+    finally:
+        proxy.stop()
+
+
+# ---------------------------------------------------------------- credentials: the shadow carries what the answered read carried
+
+
+class RecordingSearchUpstream:
+    """A Qdrant stand-in on a thread of its own: answers every search with points 1, 2, 3 and records
+    each request's collection path and `api-key` header."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, str, str | None]] = []  # (method, path, api-key)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.seen.append((request.method, request.path, request.headers.get("api-key")))
+        if request.method == "GET":
+            return web.json_response({"status": {"error": "not kept here"}, "time": 0}, status=404)
+        points = [{"id": i, "score": 1.0 - i / 10} for i in (1, 2, 3)]
+        return web.json_response({"result": {"points": points}, "status": "ok", "time": 0})
+
+    def __enter__(self) -> "RecordingSearchUpstream":
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self._runner = web.AppRunner(app)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def searches(self) -> list[tuple[str, str | None]]:
+        """(collection, api-key) of each search, in arrival order."""
+        return [(path.split("/")[2], key) for method, path, key in self.seen if method == "POST"]
+
+
+@pytest.mark.parametrize("authenticated", [False, True])
+def test_the_shadow_carries_the_credentials_of_the_answered_read(tmp_path, authenticated):
+    clients = "clients: {api_keys: [{key: reader-key, access: r}], anonymous: none}\n" if authenticated else ""
+    with RecordingSearchUpstream() as upstream:
+        proxy = RunningProxy(
+            tmp_path / "proxy", upstream.url, route("kb", "kb_blue", "kb_green", 0, shadow="{sample: 1.0}"),
+            extra_yaml=clients, upstream_options="api_key: proxy-secret, timeout: 10s",
+        ).start()
+        try:
+            sent = {"api-key": "reader-key"} if authenticated else {"api-key": "client-own-key"}
+            answer = httpx.post(f"{proxy.url}/collections/kb/points/query", json={"query": QUERY}, headers={"x-user-id": "u1", **sent})
+            assert answer.status_code == 200
+            wait_until(lambda: shadow_results(proxy, "kb")["compared"] == 1)
+            if not authenticated:  # a client without a key: nothing to carry
+                assert httpx.post(f"{proxy.url}/collections/kb/points/query", json={"query": QUERY}).status_code == 200
+                wait_until(lambda: shadow_results(proxy, "kb")["compared"] == 2)
+        finally:
+            proxy.stop()
+    expected_key = "proxy-secret" if authenticated else "client-own-key"
+    searches = upstream.searches()
+    assert searches[:2] == [("kb_blue", expected_key), ("kb_green", expected_key)]
+    if not authenticated:
+        assert searches[2:] == [("kb_blue", None), ("kb_green", None)]  # the proxy's key lent to no one
+    # The vector-size look-ups are the proxy's own calls: its own key.
+    assert {key for method, _, key in upstream.seen if method == "GET"} == {"proxy-secret"}
