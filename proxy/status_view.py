@@ -8,7 +8,7 @@ Where the per-colour figures come from: the proxy's own /metrics, sampled once a
 a ring of the last minute of samples here, in the viewer (no cost to the proxy, and the same figures
 for every route, guarded or not). A figure is the difference between the newest sample and the
 oldest one still in the minute, so the window grows from one second to a minute after the view
-starts; the header says what it spans. `--once` takes two samples a second apart. Reads only (the
+starts; the caption says what it spans. `--once` takes two samples a second apart. Reads only (the
 operations the split and the guard apply to); an error is a 5xx or no response; p95 is interpolated
 within the exported histogram's buckets (0.5 ms to 30 s), as Prometheus's histogram_quantile does.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from routing.operations import READ_OPERATIONS
 WINDOW_SECONDS = 60.0
 REFRESH_SECONDS = 1.0
 PIPED_WIDTH = 200
-COLOURS = ("blue", "green")
 FAILED_STATUSES = frozenset({"5xx", "error"})
 STATE_STYLES = {"active": "green", "stepping": "cyan", "rolled_back": "bold red", "preflight_failed": "yellow"}
 COLOUR_STYLES = {"blue": "bright_blue", "green": "bright_green"}
@@ -224,14 +222,13 @@ def _colour_cell(figures: ColourFigures | None) -> Text:
     return text
 
 
+def _ago(route: dict) -> str:
+    return f" {_duration(max(0.0, time.time() - route['since']))} ago" if route.get("since") else ""
+
+
 def _last_rollback(name: str, route: dict, recent: RecentFigures, now: float) -> Text:
     if route.get("state") == "rolled_back" and route.get("reason"):
-        text = Text(route["reason"], style="bold red")
-        if route.get("since"):
-            text.append(f" {_duration(max(0.0, time.time() - route['since']))} ago", style="dim")
-        if route.get("detail"):
-            text.append(f": {route['detail']}")
-        return text
+        return Text.assemble((route["reason"], "bold red"), (_ago(route), "dim"))
     seen = recent.last_rollback.get(name)
     if seen is not None:
         return Text(f"{seen[0]} ({_duration(now - seen[1])} ago, resumed)")
@@ -252,28 +249,23 @@ def render(document: dict, recent: RecentFigures, admin_url: str, now: float | N
         header.append(f" ({reload['error']})", style="red")
     span = recent.span
     window = "over the last minute" if span >= WINDOW_SECONDS - 1.5 else f"over the last {span:.0f}s" if span else "(sampling)"
-    table = Table(box=box.SQUARE, expand=False, title_justify="left",
+    table = Table(box=box.SQUARE, expand=False,
                   caption=f"per colour: reads p95  error rate  reads/s, {window}", caption_justify="left")
     table.add_column("route", style="bold", no_wrap=True)
-    table.add_column("blue → green", no_wrap=True)
-    table.add_column("configured", justify="right")
-    table.add_column("effective", justify="right")
+    table.add_column("configured", justify="right", no_wrap=True)
+    table.add_column("effective", justify="right", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    table.add_column("step")
+    table.add_column("step", no_wrap=True)
     table.add_column("blue", style=COLOUR_STYLES["blue"], no_wrap=True)
     table.add_column("green", style=COLOUR_STYLES["green"], no_wrap=True)
-    table.add_column("last rollback")
+    table.add_column("last rollback", no_wrap=True)
     for name, route in document.get("routes", {}).items():
         state = route.get("state", "active")
-        state_text = Text(state, style=STATE_STYLES.get(state, ""))
-        if state == "preflight_failed" and route.get("reason"):
-            state_text.append(f" ({route['reason']})", style="dim")
         table.add_row(
             name,
-            f"{route['blue']} → {route['green']}",
             _percent(route.get("green_percent")),
             _percent(route.get("effective_green_percent")),
-            state_text,
+            Text(state, style=STATE_STYLES.get(state, "")),
             _step(route),
             _colour_cell(recent.figures(name, "blue")),
             _colour_cell(recent.figures(name, "green")),
@@ -281,7 +273,18 @@ def render(document: dict, recent: RecentFigures, admin_url: str, now: float | N
         )
     if not document.get("routes"):
         return Group(header, Text("no routes: every request passes through unchanged"))
-    return Group(header, table)
+    return Group(header, table, *_why(document["routes"]))
+
+
+def _why(routes: dict) -> list[Text]:
+    """A line for each route held off green: why, in the proxy's words."""
+    lines = []
+    for name, route in routes.items():
+        state = route.get("state")
+        if state in ("rolled_back", "preflight_failed") and route.get("detail"):
+            lines.append(Text.assemble((f"{name}: ", "bold"), (state.replace("_", " "), STATE_STYLES[state]),
+                                       f"{_ago(route)} ({route.get('reason')}): {route['detail']}"))
+    return lines
 
 
 def _unreachable(admin_url: str, exc: Exception) -> str:

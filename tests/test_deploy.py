@@ -4,10 +4,13 @@ secrets, the configs they ship). Neither Docker nor a cluster runs here: these c
 """
 from __future__ import annotations
 
+import json
 import re
 from fnmatch import fnmatch
 import subprocess
 import sys
+import urllib.request
+import uuid
 from pathlib import Path
 
 import kubernetes_validate
@@ -16,7 +19,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from routing.config import parse_config
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, RunningProxy, ServerProcess, free_port, qdrant_client
 
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -61,7 +64,8 @@ def test_compose_schema_check_rejects_a_misspelled_key(tmp_path):
 
 def test_compose_wiring(monkeypatch):
     services = compose()["services"]
-    assert set(services) == {"qdrant", "proxy", "prometheus", "grafana"}
+    assert set(services) == {"qdrant", "proxy", "prometheus", "grafana", "demo-traffic"}
+    assert services["demo-traffic"]["profiles"] == ["demo"], "the demo is opt-in"
 
     # Qdrant: an official image pinned to a release; its REST port moved off the proxy's 6333.
     qdrant = services["qdrant"]
@@ -214,3 +218,81 @@ def test_kubernetes_wiring(monkeypatch):
                                  for source in admin_sources)
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(ports["admin"])
+
+
+# ------------------------------------------------------------------ the shipped configs, running
+
+def shipped_configs() -> dict[str, str]:
+    return {
+        "compose": (DEPLOY / "compose" / "bluegreen.yaml").read_text(),
+        "kubernetes": manifests()["ConfigMap"]["data"]["bluegreen.yaml"],
+    }
+
+
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(where, tmp_path):
+    """The config as the container sees it: in a directory of its own (a read-only mount there), the
+    token from the environment, the state file where BLUEGREEN_STATE_FILE points. Its upstream is not
+    reachable here: the probes answer all the same, and an operator's rollback lands in the state file,
+    where the next process (a new pod on the same volume) finds it."""
+    config_dir, state_dir = tmp_path / "etc-bluegreen", tmp_path / "var-lib-bluegreen"
+    config_dir.mkdir()
+    state_dir.mkdir()
+    (config_dir / "bluegreen.yaml").write_text(shipped_configs()[where])
+    data_port, admin_port = free_port(), free_port()
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    env = {"BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": ""}
+
+    def proxy_process() -> ServerProcess:
+        return ServerProcess(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config_dir / "bluegreen.yaml"),
+             "--listen", f"127.0.0.1:{data_port}", "--admin", f"127.0.0.1:{admin_port}"],
+            ready_url=admin_url + "/healthz", log_path=tmp_path / "proxy.log", env=env,
+        )
+
+    def admin(path: str) -> dict:
+        with urllib.request.urlopen(admin_url + path, timeout=5) as response:
+            assert response.status == 200
+            return json.loads(response.read())
+
+    with proxy_process():
+        ready = admin("/readyz")
+        assert ready["ready"] is True
+        route = next(iter(ready["routes"]))
+        request = urllib.request.Request(
+            f"{admin_url}/admin/routes/{route}/rollback", data=b'{"reason": "deploy test"}', method="POST",
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["state"] == "rolled_back"
+    assert "deploy test" in (state_dir / "bluegreen.state.json").read_text()
+    with proxy_process():  # a new pod on the same volume
+        restored = admin("/admin/routes")["routes"][route]
+    assert (restored["state"], restored["detail"]) == ("rolled_back", "deploy test")
+    assert sorted(p.name for p in config_dir.iterdir()) == ["bluegreen.yaml"], "nothing written beside the config"
+    assert ADMIN_TOKEN not in (tmp_path / "proxy.log").read_text()
+
+
+def test_compose_demo_builds_both_colours_and_sends_traffic_through_the_proxy(tmp_path, embedded_upstream):
+    """deploy/compose-demo/traffic.py, as the demo profile runs it, against the embedded upstream and a proxy."""
+    tag = uuid.uuid4().hex[:8]
+    route, blue, green = f"demo_{tag}", f"demo_{tag}_v1", f"demo_{tag}_v2"
+    routes = f"  {route}:\n    blue: {blue}\n    green: {green}\n    green_percent: 50\n    preflight: {{recheck: 1s}}\n"
+    with RunningProxy(tmp_path / "proxy", embedded_upstream, routes) as proxy:
+        done = subprocess.run(
+            [sys.executable, str(DEPLOY / "compose-demo" / "traffic.py"), "--qdrant", embedded_upstream, "--proxy", proxy.url,
+             "--route", route, "--blue", blue, "--green", green, "--points", "300", "--dim", "16",
+             "--rate", "60", "--users", "200", "--duration", "4"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        served = json.loads(done.stdout.strip().splitlines()[-1].removeprefix("served: "))
+        routes_document = proxy.admin_json()
+    assert f"{blue}: 300 points of 16 dimensions" in done.stdout and f"{green}: 300 points" in done.stdout
+    # Green holds blue's point count, so its preflight passes and it gets its share of the reads.
+    assert routes_document["routes"][route]["state"] == "active"
+    assert set(served) == {"blue", "green"}, served
+    assert served["green"] > 0.2 * sum(served.values())
+    direct = qdrant_client(embedded_upstream)
+    assert direct.count(blue).count == direct.count(green).count == 300
+    direct.close()

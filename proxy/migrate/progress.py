@@ -1,7 +1,4 @@
-"""Backfill progress: a rich progress bar on a terminal, plain lines otherwise (logs, CI, pipes).
-
-rich comes with the `migrate` extra; without it a terminal gets the plain lines too.
-"""
+"""Backfill progress: a rich progress bar on a terminal, plain lines otherwise (logs, CI, pipes)."""
 from __future__ import annotations
 
 import sys
@@ -33,11 +30,9 @@ class Progress:
         self._bar = self._rich_bar() if self.stream.isatty() else None
 
     def _rich_bar(self):
-        try:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
-        except ImportError:
-            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
+
         bar = RichProgress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),
             TextColumn("{task.fields[rate]}"), TextColumn("ETA {task.fields[eta]}"),
