@@ -203,6 +203,19 @@ def cmd_resume(args) -> int:
     return _route_command(args, "resume", None)
 
 
+def _config_and_upstream(args):
+    """(config, the upstream URL its control-plane calls go to: --upstream, else upstream.url), or
+    (None, None) after saying why there is none."""
+    config = _load_config(args.config)
+    if config is None:
+        return None, None
+    upstream_url = args.upstream or config.upstream.url
+    if upstream_url == "embedded":
+        print("upstream is `embedded`: pass --upstream URL of the running upstream", file=sys.stderr)
+        return None, None
+    return config, upstream_url
+
+
 def cmd_preflight(args) -> int:
     """The proxy's parity checks, once, for every route (or the named ones): exit 1 if any fails."""
     import asyncio
@@ -210,12 +223,8 @@ def cmd_preflight(args) -> int:
     from proxy.preflight import run_preflight
     from proxy.upstream import UpstreamClient, UpstreamFailure
 
-    config = _load_config(args.config)
+    config, upstream_url = _config_and_upstream(args)
     if config is None:
-        return EXIT_USAGE
-    upstream_url = args.upstream or config.upstream.url
-    if upstream_url == "embedded":
-        print("upstream is `embedded`: pass --upstream URL of the running upstream", file=sys.stderr)
         return EXIT_USAGE
     routes = {name: route for name, route in config.routes.items() if not args.route or name in args.route}
     unknown = set(args.route or ()) - set(config.routes)
@@ -249,12 +258,8 @@ def cmd_compare(args) -> int:
     """Both colours' answers to a file of queries, scored (proxy/compare.py)."""
     from proxy.compare import UsageError, run
 
-    config = _load_config(args.config)
+    config, upstream_url = _config_and_upstream(args)
     if config is None:
-        return EXIT_USAGE
-    upstream_url = args.upstream or config.upstream.url
-    if upstream_url == "embedded":
-        print("upstream is `embedded`: pass --upstream URL of the running upstream", file=sys.stderr)
         return EXIT_USAGE
     try:
         return run(config, args.route, args.queries, args.k, args.min_overlap, args.json, upstream_url)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.faults import start_fault_proxy
 from tests.support import start_embedded_upstream
 
 
@@ -11,4 +12,12 @@ def embedded_upstream(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("upstream-data")
     server, url = start_embedded_upstream(data_dir, tmp_path_factory.mktemp("logs"))
     yield url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def faulty_upstream(embedded_upstream, tmp_path_factory):
+    """(fault injector URL, embedded upstream URL): the proxy talks to the injector."""
+    server, url = start_fault_proxy(embedded_upstream, tmp_path_factory.mktemp("faults"))
+    yield url, embedded_upstream
     server.stop()

@@ -11,8 +11,8 @@ import httpx
 from proxy.rollout_store import StateFile
 from tests.support import wait_until
 from tests.test_rollout_store import record
-from tests.test_safety import (  # noqa: F401 - collections, faulty_upstream and proxies are fixtures
-    FAST_GUARD, TOKEN, admin_post, cli, collections, drive, faulty_upstream, proxies, route, saved_record,
+from tests.test_safety import (  # noqa: F401 - collections and proxies are fixtures
+    FAST_GUARD, TOKEN, admin_post, cli, collections, drive, proxies, route, saved_record,
 )
 
 

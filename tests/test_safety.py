@@ -19,7 +19,7 @@ import httpx
 import pytest
 from qdrant_client import models
 
-from tests.faults import clear_faults, set_fault, start_fault_proxy
+from tests.faults import clear_faults, set_fault
 from tests.support import RunningProxy, metric_value, qdrant_client, wait_until
 from tests.test_proxy import DIM, POINTS, make_collections
 
@@ -28,14 +28,6 @@ FAST_GUARD = (
     "{interval: 200ms, window: 2s, min_requests: 20, error_for: 600ms, latency_for: 600ms, "
     "empty_for: 600ms, max_latency_ratio: 2.0, max_error_rate: 0.05, max_empty_excess: 0.05%s}"
 )
-
-
-@pytest.fixture(scope="module")
-def faulty_upstream(embedded_upstream, tmp_path_factory):
-    """(fault injector URL, embedded upstream URL): the proxy talks to the injector."""
-    server, url = start_fault_proxy(embedded_upstream, tmp_path_factory.mktemp("faults"))
-    yield url, embedded_upstream
-    server.stop()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from qdrant_client import models
 
 from routing.overlap import rank_biased_overlap
 from routing.table import bucket
-from tests.faults import clear_faults, set_fault, start_fault_proxy
+from tests.faults import clear_faults, set_fault
 from tests.openai_embeddings import vector_for
 from tests.support import RunningProxy, ServerProcess, free_port, metric_value, qdrant_client, wait_until
 
@@ -54,13 +54,6 @@ def crafted(upstream_url: str, blue: str, green: str) -> None:
             for i in range(40)
         ], wait=True)
     direct.close()
-
-
-@pytest.fixture(scope="module")
-def faulty_upstream(embedded_upstream, tmp_path_factory):
-    server, url = start_fault_proxy(embedded_upstream, tmp_path_factory.mktemp("faults"))
-    yield url, embedded_upstream
-    server.stop()
 
 
 @pytest.fixture
