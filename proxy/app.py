@@ -177,20 +177,24 @@ class ProxyApp:
         pinned = None
         if route.settings.embed is not None and self.inference is not None:
             pinned = self.inference.prepare(request)
+        elif snapshot.vector_sizes:  # empty unless some route's preflight found different sizes
+            sizes = snapshot.vector_sizes.get(route.name)
+            if sizes is not None:
+                pinned = sizes.pin(request.operation, request.plain_body if request.plain_body is not None else request.body)
         if kind is Kind.READ:
             if (route.settings.guard is not None or route.settings.shadow is not None) and request.operation in SEARCH_OPERATIONS:
                 request.headers = _readable_by_the_guard(request.headers)
             forced = route.forced_colour(request.client_headers)
             if forced is None and pinned is not None:
-                forced = pinned  # a raw vector only this colour's model could have made
-                self.inference.count_pin(route, pinned)
+                forced = pinned  # a raw vector only this colour's collection takes
+                self.metrics.pinned.labels(route.name, pinned).inc()
             colour = forced or route.split_colour(_threshold(request.snapshot, route), request.client_headers, request.body)
             await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
             if pinned is not None:
                 policy = pinned
-                self.inference.count_pin(route, pinned)
+                self.metrics.pinned.labels(route.name, pinned).inc()
             if policy == "both":
                 await self._write_both(request, send)
             else:

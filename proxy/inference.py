@@ -15,8 +15,8 @@ from proxy.embedders import EmbedderError, EmbedderSet
 from proxy.metrics import Metrics
 from proxy.upstream import UpstreamFailure
 from routing.config import RouteEmbed
-from routing.documents import UNNAMED, WRITE_OPERATIONS, find_vectors, fitting_colours
-from routing.table import BLUE, COLOURS, CompiledRoute
+from routing.documents import UNNAMED, WRITE_OPERATIONS, find_vectors, pinned_colour
+from routing.table import COLOURS
 
 if TYPE_CHECKING:
     from proxy.app import Request
@@ -49,11 +49,7 @@ class TextInference:
             request.vectors = found
         if not found.raw or not pinnable:
             return None
-        fitting = fitting_colours(found.raw, lambda colour, name: self._dimensions(embed, colour, name), COLOURS)
-        return fitting[0] if len(fitting) == 1 else (BLUE if not fitting else None)
-
-    def count_pin(self, route: CompiledRoute, colour: str) -> None:
-        self.metrics.pinned.labels(route.name, colour).inc()
+        return pinned_colour(found.raw, lambda colour, name: self._dimensions(embed, colour, name), COLOURS)
 
     async def body_for(self, request: "Request", colour: str) -> bytes:
         """The request body with `colour`'s embeddings in place of its Documents. Raises EmbedFailure."""

@@ -13,6 +13,7 @@ from typing import Mapping
 
 from routing.clients import ClientPolicy
 from routing.config import Config
+from routing.preflight import VectorSizes
 from routing.table import RouteTable
 
 
@@ -26,6 +27,9 @@ class Snapshot:
     # A plain dict for the hot path's lookup; never mutated once published.
     thresholds: Mapping[str, int]
     clients: ClientPolicy | None = field(init=False, repr=False)  # compiled from config.clients
+    # Blue's and green's vector sizes where preflight found them different (routes without `embed`
+    # pin raw vectors by them), published by the rollout controller like the thresholds.
+    vector_sizes: Mapping[str, VectorSizes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clients", ClientPolicy.compile(self.config.clients))
@@ -41,6 +45,11 @@ class Snapshot:
         """The same snapshot with another effective split (nothing recompiled)."""
         published = copy.copy(self)
         object.__setattr__(published, "thresholds", dict(thresholds))
+        return published
+
+    def with_vector_sizes(self, vector_sizes: Mapping[str, VectorSizes]) -> "Snapshot":
+        published = copy.copy(self)
+        object.__setattr__(published, "vector_sizes", dict(vector_sizes))
         return published
 
 

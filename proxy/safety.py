@@ -224,10 +224,15 @@ class SafetyController:
         self.live.snapshot = self._effective(self.live.snapshot)
 
     def _effective(self, snapshot: Snapshot) -> Snapshot:
-        """`snapshot` with each route's effective threshold; the same object when nothing changed."""
-        thresholds = {}
+        """`snapshot` with each route's effective threshold and the vector sizes its preflight found
+        different; the same object when nothing changed."""
+        thresholds, vector_sizes = {}, {}
         for name, rollout in self.rollouts.items():
             percent = rollout.effective_green_percent
             thresholds[name] = threshold_for(percent)
             self.gauges.show(name, percent, rollout.route.green_percent, rollout.state)
-        return snapshot if thresholds == snapshot.thresholds else snapshot.with_thresholds(thresholds)
+            sizes = rollout.preflight.vector_sizes if rollout.preflight is not None else None
+            if sizes is not None and sizes.differ:
+                vector_sizes[name] = sizes
+        published = snapshot if thresholds == snapshot.thresholds else snapshot.with_thresholds(thresholds)
+        return published if vector_sizes == published.vector_sizes else published.with_vector_sizes(vector_sizes)

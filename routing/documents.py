@@ -126,6 +126,15 @@ def _loads(body: bytes) -> tuple[Any, bool]:
     return json.loads(body), False
 
 
+def pinned_colour(raw: Iterable[tuple[str, int]], dimensions: Callable[[str, str], int | None], colours: tuple[str, ...]) -> str | None:
+    """The colour raw vectors pin a request to: the only one they all fit; the first (blue) when they
+    fit none (Qdrant's dimension error then comes from it); None when more than one fits."""
+    fitting = fitting_colours(raw, dimensions, colours)
+    if len(fitting) == 1:
+        return fitting[0]
+    return colours[0] if not fitting else None
+
+
 def fitting_colours(raw: Iterable[tuple[str, int]], dimensions: Callable[[str, str], int | None], colours: tuple[str, ...]) -> tuple[str, ...]:
     """The colours every raw vector fits: `dimensions(colour, vector name)` None means unknown (fits)."""
     fitting = []

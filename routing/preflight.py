@@ -2,14 +2,17 @@
 
 The I/O side fetches, for blue and green, `GET /collections/{name}` (its `result`, or None on 404)
 and `POST /collections/{name}/points/count` with `{"exact": true}` (`result.count`, or None when
-the call failed), and hands them to `evaluate_preflight`.
+the call failed), and hands them to `evaluate_preflight`, which also reads both collections' vector
+sizes (`VectorSizes`: raw vectors are pinned by them on a route without `embed`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from routing.config import Preflight, VectorExpectation
+from routing.documents import UNNAMED, find_vectors, pinned_colour
+from routing.table import BLUE, COLOURS
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +26,32 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True)
+class VectorSizes:
+    """Each colour's dense vector sizes by vector name (UNNAMED: the unnamed vector), as preflight read
+    them: on a route without `embed`, a raw vector whose length fits only one colour is pinned to it."""
+
+    blue: Mapping[str, int]
+    green: Mapping[str, int]
+
+    def size(self, colour: str, name: str) -> int | None:
+        """None: that colour's size for the name is unknown (a raw vector of any length fits it)."""
+        return (self.blue if colour == BLUE else self.green).get(name)
+
+    @property
+    def differ(self) -> bool:
+        """Whether some vector name has different sizes in blue and green (else nothing can be pinned)."""
+        return any(self.green.get(name, size) != size for name, size in self.blue.items())
+
+    def pin(self, operation: str, body: bytes) -> str | None:
+        """The colour a request's raw vectors pin it to (see `pinned_colour`), or None."""
+        found = find_vectors(operation, body, frozenset(), True)
+        return pinned_colour(found.raw, self.size, COLOURS) if found is not None else None
+
+
+@dataclass(frozen=True, slots=True)
 class PreflightResult:
     checks: tuple[Check, ...]
+    vector_sizes: VectorSizes | None = None  # None: a collection's info could not be read
 
     @property
     def ok(self) -> bool:
@@ -57,7 +84,10 @@ def evaluate_preflight(
     if green_info is not None and settings.expect is not None:
         checks.extend(_vector_checks(settings.expect, _vectors_config(green_info)))
     checks.append(_count_check(settings.max_count_drift, blue_count, green_count))
-    return PreflightResult(tuple(checks))
+    sizes = None
+    if blue_info is not None and green_info is not None:
+        sizes = VectorSizes(_sizes(_vectors_config(blue_info)), _sizes(_vectors_config(green_info)))
+    return PreflightResult(tuple(checks), sizes)
 
 
 def _vectors_config(info: dict[str, Any]) -> Any:
@@ -66,6 +96,14 @@ def _vectors_config(info: dict[str, Any]) -> Any:
 
 def _is_unnamed(vectors: Any) -> bool:
     return isinstance(vectors, dict) and isinstance(vectors.get("size"), int)
+
+
+def _sizes(vectors: Any) -> dict[str, int]:
+    if _is_unnamed(vectors):
+        return {UNNAMED: vectors["size"]}
+    if not isinstance(vectors, dict):
+        return {}
+    return {name: params["size"] for name, params in vectors.items() if isinstance(params, dict) and isinstance(params.get("size"), int)}
 
 
 def _vector_checks(expect: VectorExpectation | dict[str, VectorExpectation], vectors: Any) -> list[Check]:
