@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.faults import start_fault_proxy
-from tests.support import start_embedded_upstream
+from tests.support import ADMIN_TOKEN, RunningProxy, start_embedded_upstream
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +21,21 @@ def faulty_upstream(embedded_upstream, tmp_path_factory):
     server, url = start_fault_proxy(embedded_upstream, tmp_path_factory.mktemp("faults"))
     yield url, embedded_upstream
     server.stop()
+
+
+@pytest.fixture
+def proxies(tmp_path, faulty_upstream):
+    """start(routes, name, extra_yaml) -> a RunningProxy in front of the fault injector, admin token
+    ADMIN_TOKEN; every one started is stopped after the test."""
+    started: list[RunningProxy] = []
+
+    def start(routes: str, name: str = "proxy", extra_yaml: str = "") -> RunningProxy:
+        proxy = RunningProxy(
+            tmp_path / name, faulty_upstream[0], routes, extra_yaml=extra_yaml, admin_options=f"token: {ADMIN_TOKEN}"
+        )
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()

@@ -183,3 +183,13 @@ def qdrant_client(url: str, **options) -> QdrantClient:
     """The real qdrant-client over REST. Its version check runs in a background thread that can outlive a
     short test's servers and warn into the next test, so it is off here and tested on its own."""
     return QdrantClient(url=url, prefer_grpc=False, check_compatibility=False, **options)
+
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def route_yaml(logical: str, blue: str, green: str, percent: float, **extra) -> str:
+    """One route of a config's `routes:` block; `extra` adds its other keys as written."""
+    lines = [f"  {logical}:", f"    blue: {blue}", f"    green: {green}", f"    green_percent: {percent}"]
+    lines += [f"    {key}: {value}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from proxy.rollout_store import StateFile
-from tests.support import wait_until
+from tests.support import route_yaml, wait_until
 from tests.test_rollout_store import record
-from tests.test_safety import (  # noqa: F401 - collections and proxies are fixtures
-    FAST_GUARD, TOKEN, admin_post, cli, collections, drive, proxies, route, saved_record,
+from tests.test_safety import (  # noqa: F401 - collections is a fixture
+    FAST_GUARD, TOKEN, admin_post, cli, collections, drive, saved_record,
 )
 
 
@@ -33,7 +33,7 @@ def test_replicas_never_lose_an_acknowledged_decision(collections, proxies, tmp_
     shared = tmp_path / "shared-state.json"
     # A staged rollout with a guard: each replica judges its own traffic every 200 ms, and the idle
     # one's hold clock restarts at every judgement (not enough data). Its saves used to overwrite.
-    routes = route(logical, blue, green, 50, guard=FAST_GUARD % "", rollout="{steps: [50, 100], hold: 1h}")
+    routes = route_yaml(logical, blue, green, 50, guard=FAST_GUARD % "", rollout="{steps: [50, 100], hold: 1h}")
     busy = proxies(routes, name="busy", extra_yaml=f"state_file: {shared}\n")
     idle = proxies(routes, name="idle", extra_yaml=f"state_file: {shared}\n")
     stop = threading.Event()
@@ -94,7 +94,7 @@ def test_a_decision_that_cannot_be_saved_is_answered_as_not_persisted(collection
     logical, blue, green = collections
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    proxy = proxies(route(logical, blue, green, 100), extra_yaml=f"state_file: {blocker / 'state.json'}\n")
+    proxy = proxies(route_yaml(logical, blue, green, 100), extra_yaml=f"state_file: {blocker / 'state.json'}\n")
     readiness = httpx.get(proxy.admin_url + "/readyz").json()
     assert readiness["ready"] is True and readiness["state_file"]["writable"] is False
     assert "Not a directory" in readiness["state_file"]["error"]
@@ -113,7 +113,7 @@ def test_a_decision_that_cannot_be_saved_is_answered_as_not_persisted(collection
 
 def test_admin_bodies_are_capped(collections, proxies):
     logical, blue, green = collections
-    proxy = proxies(route(logical, blue, green, 100))
+    proxy = proxies(route_yaml(logical, blue, green, 100))
     path = f"{proxy.admin_url}/admin/routes/{logical}/rollback"
     headers = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
     huge = httpx.post(path, headers=headers, content=b'{"reason": "' + b"x" * 20_000_000 + b'"}')

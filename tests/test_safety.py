@@ -20,10 +20,10 @@ import pytest
 from qdrant_client import models
 
 from tests.faults import clear_faults, set_fault
-from tests.support import RunningProxy, metric_value, qdrant_client, wait_until
+from tests.support import ADMIN_TOKEN, RunningProxy, metric_value, qdrant_client, route_yaml, wait_until
 from tests.test_proxy import DIM, POINTS, make_collections
 
-TOKEN = "test-admin-token"
+TOKEN = ADMIN_TOKEN
 FAST_GUARD = (
     "{interval: 200ms, window: 2s, min_requests: 20, error_for: 600ms, latency_for: 600ms, "
     "empty_for: 600ms, max_latency_ratio: 2.0, max_error_rate: 0.05, max_empty_excess: 0.05%s}"
@@ -38,28 +38,6 @@ def collections(faulty_upstream):
     make_collections(upstream_url, blue, green)
     yield logical, blue, green
     clear_faults(fault_url)
-
-
-@pytest.fixture
-def proxies(tmp_path, faulty_upstream):
-    started: list[RunningProxy] = []
-
-    def start(routes: str, name: str = "proxy", extra_yaml: str = "") -> RunningProxy:
-        proxy = RunningProxy(
-            tmp_path / name, faulty_upstream[0], routes, extra_yaml=extra_yaml, admin_options=f"token: {TOKEN}"
-        )
-        started.append(proxy)
-        return proxy.start()
-
-    yield start
-    for proxy in started:
-        proxy.stop()
-
-
-def route(logical: str, blue: str, green: str, percent: float, **extra) -> str:
-    lines = [f"  {logical}:", f"    blue: {blue}", f"    green: {green}", f"    green_percent: {percent}"]
-    lines += [f"    {key}: {value}" for key, value in extra.items()]
-    return "\n".join(lines) + "\n"
 
 
 def drive(proxy_url: str, logical: str, requests: int, offset: int = 0) -> dict[str, int]:
@@ -117,7 +95,7 @@ def admin_post(proxy: RunningProxy, path: str, token: str | None = TOKEN, body: 
 def test_error_rate_trip_rolls_back_and_failover_hides_every_error(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, status=500, operations=["query"])
-    proxy = proxies(route(logical, blue, green, 50, guard=FAST_GUARD % ""))
+    proxy = proxies(route_yaml(logical, blue, green, 50, guard=FAST_GUARD % ""))
 
     seen = drive_until(proxy, logical, lambda r: r["state"] == "rolled_back")
     assert set(seen) == {"200/blue"}, seen  # every green failure was answered from blue
@@ -138,7 +116,7 @@ def test_error_rate_trip_rolls_back_and_failover_hides_every_error(collections, 
 def test_latency_trip(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, delay_ms=60, operations=["query"])
-    proxy = proxies(route(logical, blue, green, 50, guard=FAST_GUARD % ""))
+    proxy = proxies(route_yaml(logical, blue, green, 50, guard=FAST_GUARD % ""))
     seen = drive_until(proxy, logical, lambda r: r["state"] == "rolled_back")
     assert set(seen) <= {"200/blue", "200/green"}
     status = proxy.admin_json()["routes"][logical]
@@ -150,7 +128,7 @@ def test_latency_trip(collections, faulty_upstream, proxies):
 def test_empty_results_trip(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, empty=True, operations=["query"])
-    proxy = proxies(route(logical, blue, green, 50, guard=FAST_GUARD % ""))
+    proxy = proxies(route_yaml(logical, blue, green, 50, guard=FAST_GUARD % ""))
     drive_until(proxy, logical, lambda r: r["state"] == "rolled_back")
     status = proxy.admin_json()["routes"][logical]
     assert status["reason"] == "empty_results"
@@ -160,7 +138,7 @@ def test_empty_results_trip(collections, faulty_upstream, proxies):
 def test_alert_action_reports_without_rolling_back(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, status=503, operations=["query"])
-    proxy = proxies(route(logical, blue, green, 50, guard=FAST_GUARD % ", action: alert"))
+    proxy = proxies(route_yaml(logical, blue, green, 50, guard=FAST_GUARD % ", action: alert"))
     drive_until(proxy, logical, lambda r: r["last_alert"] is not None)
     status = proxy.admin_json()["routes"][logical]
     assert status["state"] == "active" and status["effective_green_percent"] == 50
@@ -172,7 +150,7 @@ def test_too_little_green_evidence_never_trips(collections, faulty_upstream, pro
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, status=500, operations=["query"])
     guard = FAST_GUARD.replace("min_requests: 20", "min_requests: 5000") % ""
-    proxy = proxies(route(logical, blue, green, 50, guard=guard))
+    proxy = proxies(route_yaml(logical, blue, green, 50, guard=guard))
     deadline = time.monotonic() + 2.0  # ten judgements at 200 ms, each with a 100 % green error rate
     while time.monotonic() < deadline:
         drive(proxy.url, logical, 60)
@@ -194,7 +172,7 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_rollback_latches_across_restart_until_resume_or_config_change(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, status=500, operations=["query"])
-    proxy = proxies(route(logical, blue, green, 50, guard=FAST_GUARD % ""))
+    proxy = proxies(route_yaml(logical, blue, green, 50, guard=FAST_GUARD % ""))
     drive_until(proxy, logical, lambda r: r["state"] == "rolled_back")
     clear_faults(faulty_upstream[0], green)
 
@@ -219,14 +197,14 @@ def test_rollback_latches_across_restart_until_resume_or_config_change(collectio
     printed = cli("status", "--admin", proxy.admin_url)
     assert "rolled_back" in printed.stdout and "recall dropped" in printed.stdout
 
-    proxy.write_routes(route(logical, blue, green, 40, guard=FAST_GUARD % ""))  # a new green_percent clears it
+    proxy.write_routes(route_yaml(logical, blue, green, 40, guard=FAST_GUARD % ""))  # a new green_percent clears it
     wait_until(lambda: proxy.admin_json()["routes"][logical]["state"] == "active", timeout=5)
     assert proxy.admin_json()["routes"][logical]["effective_green_percent"] == 40
 
 
 def test_admin_commands_need_the_token(collections, faulty_upstream, tmp_path):
     logical, blue, green = collections
-    open_proxy = RunningProxy(tmp_path / "no-token", faulty_upstream[0], route(logical, blue, green, 50)).start()
+    open_proxy = RunningProxy(tmp_path / "no-token", faulty_upstream[0], route_yaml(logical, blue, green, 50)).start()
     try:
         refused = admin_post(open_proxy, f"/admin/routes/{logical}/rollback", token=None, body={"reason": "x"})
         assert refused.status_code == 403 and "admin.token" in refused.json()["status"]["error"]
@@ -236,7 +214,7 @@ def test_admin_commands_need_the_token(collections, faulty_upstream, tmp_path):
 
 def test_admin_rollback_with_wrong_and_right_token(collections, proxies):
     logical, blue, green = collections
-    proxy = proxies(route(logical, blue, green, 100))
+    proxy = proxies(route_yaml(logical, blue, green, 100))
     assert admin_post(proxy, f"/admin/routes/{logical}/rollback", token="nope").status_code == 401
     assert admin_post(proxy, "/admin/routes/unknown/rollback").status_code == 404
     assert drive(proxy.url, logical, 20) == {"200/green": 20}
@@ -252,7 +230,7 @@ def test_admin_rollback_with_wrong_and_right_token(collections, proxies):
 def test_staged_walk_needs_healthy_evidence_to_step(collections, proxies):
     logical, blue, green = collections
     rollout = "{steps: [10, 50, 100], hold: 600ms}"
-    proxy = proxies(route(logical, blue, green, 10, guard=FAST_GUARD % "", rollout=rollout))
+    proxy = proxies(route_yaml(logical, blue, green, 10, guard=FAST_GUARD % "", rollout=rollout))
     time.sleep(1.5)  # no traffic: no evidence, no step
     status = proxy.admin_json()["routes"][logical]
     assert status["state"] == "stepping" and status["step"]["index"] == 0
@@ -269,7 +247,7 @@ def test_trip_during_walk_stops_it(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, status=500, operations=["query"])
     rollout = "{steps: [25, 50, 100], hold: 1h}"
-    proxy = proxies(route(logical, blue, green, 25, guard=FAST_GUARD % "", rollout=rollout))
+    proxy = proxies(route_yaml(logical, blue, green, 25, guard=FAST_GUARD % "", rollout=rollout))
     drive_until(proxy, logical, lambda r: r["state"] == "rolled_back")
     status = proxy.admin_json()["routes"][logical]
     assert status["step"]["index"] == 0 and status["step"]["next_in_s"] is None
@@ -284,7 +262,7 @@ def test_half_populated_green_gets_no_reads_until_it_catches_up(collections, fau
     direct = qdrant_client(upstream_url)
     direct.delete(green, points_selector=models.PointIdsList(points=list(range(POINTS // 2))), wait=True)
     preflight = f"{{max_count_drift: 0.01, expect: {{size: {DIM}, distance: Cosine}}, recheck: 300ms}}"
-    proxy = proxies(route(logical, blue, green, 50, preflight=preflight))
+    proxy = proxies(route_yaml(logical, blue, green, 50, preflight=preflight))
 
     wait_until(lambda: proxy.admin_json()["routes"][logical]["reason"] == "point_count", timeout=5)
     status = proxy.admin_json()["routes"][logical]
@@ -312,7 +290,7 @@ def test_half_populated_green_gets_no_reads_until_it_catches_up(collections, fau
 def test_vector_layout_mismatch_fails_preflight(collections, proxies):
     logical, blue, green = collections
     preflight = "{expect: {size: 1024, distance: Cosine}, recheck: 300ms}"
-    proxy = proxies(route(logical, blue, green, 50, preflight=preflight))
+    proxy = proxies(route_yaml(logical, blue, green, 50, preflight=preflight))
     wait_until(lambda: proxy.admin_json()["routes"][logical]["state"] == "preflight_failed"
                and proxy.admin_json()["routes"][logical]["reason"] != "pending", timeout=5)
     status = proxy.admin_json()["routes"][logical]
@@ -325,7 +303,7 @@ def test_vector_layout_mismatch_fails_preflight(collections, proxies):
 def test_failover_hides_a_dropped_green_read(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, drop=True, operations=["query", "count"])
-    proxy = proxies(route(logical, blue, green, 100))
+    proxy = proxies(route_yaml(logical, blue, green, 100))
     client = qdrant_client(proxy.url, headers={"x-user-id": "u1"})
     points = client.query_points(logical, query=[0.5] * DIM, limit=3).points
     assert points and all(point.payload["home"] == blue for point in points)
@@ -339,7 +317,7 @@ def test_failover_hides_a_dropped_green_read(collections, faulty_upstream, proxi
 def test_failover_off_lets_the_client_see_the_error(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, status=503, operations=["query"])
-    proxy = proxies(route(logical, blue, green, 100, failover="false"))
+    proxy = proxies(route_yaml(logical, blue, green, 100, failover="false"))
     response = httpx.post(f"{proxy.url}/collections/{logical}/points/query", json={"query": [0.5] * DIM})
     assert response.status_code == 503 and response.headers["x-bluegreen-color"] == "green"
 
@@ -357,7 +335,7 @@ def test_new_embedding_model_clients_ask_the_colour_then_send_it(collections, fa
     direct.create_collection(wide, vectors_config=models.VectorParams(size=wide_dim, distance=models.Distance.COSINE))
     direct.upsert(wide, [models.PointStruct(id=i, vector=[1.0] * wide_dim, payload={"home": wide})
                          for i in range(POINTS)], wait=True)
-    proxy = proxies(route(logical, blue, wide, 50, allow_override="true"))
+    proxy = proxies(route_yaml(logical, blue, wide, 50, allow_override="true"))
     ask = f"{proxy.url}/bluegreen/routes/{logical}/color"
 
     served = {}

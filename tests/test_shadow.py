@@ -23,7 +23,7 @@ from routing.overlap import rank_biased_overlap
 from routing.table import bucket
 from tests.faults import clear_faults, set_fault
 from tests.openai_embeddings import vector_for
-from tests.support import RunningProxy, ServerProcess, free_port, metric_value, qdrant_client, wait_until
+from tests.support import RunningProxy, ServerProcess, free_port, metric_value, qdrant_client, route_yaml, wait_until
 
 DIM = 8
 QUERY = [1.0] + [0.0] * (DIM - 1)
@@ -64,26 +64,6 @@ def collections(faulty_upstream):
     crafted(upstream_url, blue, green)
     yield logical, blue, green
     clear_faults(fault_url)
-
-
-@pytest.fixture
-def proxies(tmp_path, faulty_upstream):
-    started: list[RunningProxy] = []
-
-    def start(routes: str, name: str = "proxy") -> RunningProxy:
-        proxy = RunningProxy(tmp_path / name, faulty_upstream[0], routes)
-        started.append(proxy)
-        return proxy.start()
-
-    yield start
-    for proxy in started:
-        proxy.stop()
-
-
-def route(logical: str, blue: str, green: str, percent: float, **extra) -> str:
-    lines = [f"  {logical}:", f"    blue: {blue}", f"    green: {green}", f"    green_percent: {percent}"]
-    lines += [f"    {key}: {value}" for key, value in extra.items()]
-    return "\n".join(lines) + "\n"
 
 
 def shadow_results(proxy: RunningProxy, logical: str) -> dict[str, float]:
@@ -135,7 +115,7 @@ def green_users(logical: str, count: int, threshold: int = 5000) -> list[str]:
 
 def test_exported_mean_overlap_matches_the_shared_fraction(collections, proxies):
     logical, blue, green = collections
-    proxy = proxies(route(logical, blue, green, 50, shadow="{sample: 1.0, k: 10}"))
+    proxy = proxies(route_yaml(logical, blue, green, 50, shadow="{sample: 1.0, k: 10}"))
     on_green = green_users(logical, 3)
     on_blue = [f"blue-{i}" for i in range(200) if bucket(logical.encode(), f"blue-{i}".encode()) >= 5000][:3]
     for user in on_green + on_blue:  # the real client, both colours answering, five queries each
@@ -179,8 +159,8 @@ def test_reads_that_cannot_be_valid_on_the_other_colour_are_skipped(collections,
     direct.close()
     other = f"{logical}_model"
     proxy = proxies(
-        route(logical, blue, green, 50, shadow="{sample: 1.0}", allow_override="true")
-        + route(other, blue, small, 0, shadow="{sample: 1.0}")
+        route_yaml(logical, blue, green, 50, shadow="{sample: 1.0}", allow_override="true")
+        + route_yaml(other, blue, small, 0, shadow="{sample: 1.0}")
     )
 
     async def forced() -> None:
@@ -207,7 +187,7 @@ def test_a_slow_shadow_leaves_the_clients_latency_unchanged(collections, faulty_
     plain = f"{logical}_plain"
     set_fault(faulty_upstream[0], green, delay_ms=400)
     proxy = proxies(
-        route(logical, blue, green, 0, shadow="{sample: 1.0, max_inflight: 64}") + route(plain, blue, green, 0)
+        route_yaml(logical, blue, green, 0, shadow="{sample: 1.0, max_inflight: 64}") + route_yaml(plain, blue, green, 0)
     )
     users = [f"u{i}" for i in range(20)]
     searches(proxy.url, plain, users[:5], concurrency=1)  # warm the pool
@@ -226,7 +206,7 @@ def test_a_slow_shadow_leaves_the_clients_latency_unchanged(collections, faulty_
 def test_max_inflight_drops_and_counts(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, delay_ms=1500)
-    proxy = proxies(route(logical, blue, green, 0, shadow="{sample: 1.0, max_inflight: 2}"))
+    proxy = proxies(route_yaml(logical, blue, green, 0, shadow="{sample: 1.0, max_inflight: 2}"))
     latencies = searches(proxy.url, logical, [f"u{i}" for i in range(12)], concurrency=1)
     assert max(latencies) < 1.0
     seen = shadow_results(proxy, logical)
@@ -243,7 +223,7 @@ def test_max_inflight_drops_and_counts(collections, faulty_upstream, proxies):
 def test_guard_trips_on_min_overlap(collections, proxies, action):
     logical, blue, green = collections
     guard = FAST_GUARD % f", min_overlap: 0.9, overlap_for: 600ms, action: {action}"
-    proxy = proxies(route(logical, blue, green, 50, shadow="{sample: 1.0}", guard=guard))
+    proxy = proxies(route_yaml(logical, blue, green, 50, shadow="{sample: 1.0}", guard=guard))
     key = "state" if action == "rollback" else "last_alert"
     deadline, batch = time.monotonic() + 20, 0
     while time.monotonic() < deadline:
@@ -272,8 +252,8 @@ def test_searches_matching_nothing_on_both_colours_do_not_trip_the_empty_rule_wh
     """A client picks keys that land on green and sends searches whose filter matches nothing."""
     logical, blue, green = collections
     guard = FAST_GUARD % ""
-    shadowed = proxies(route(logical, blue, green, 50, shadow="{sample: 1.0}", guard=guard), name="shadowed")
-    unshadowed = proxies(route(logical, blue, green, 50, guard=guard), name="unshadowed")
+    shadowed = proxies(route_yaml(logical, blue, green, 50, shadow="{sample: 1.0}", guard=guard), name="shadowed")
+    unshadowed = proxies(route_yaml(logical, blue, green, 50, guard=guard), name="unshadowed")
     attackers = green_users(logical, 40)
     started, batch = time.monotonic(), 0
     # At least 3 s of both (15 judgements of the 600 ms rule), and until the unshadowed one trips.
@@ -295,7 +275,7 @@ def test_searches_matching_nothing_on_both_colours_do_not_trip_the_empty_rule_wh
 def test_shadowed_empty_rule_trips_when_green_alone_comes_back_empty(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, empty=True, operations=["query"])
-    proxy = proxies(route(logical, blue, green, 50, shadow="{sample: 1.0}", guard=FAST_GUARD % ""))
+    proxy = proxies(route_yaml(logical, blue, green, 50, shadow="{sample: 1.0}", guard=FAST_GUARD % ""))
     deadline, batch = time.monotonic() + 20, 0
     while time.monotonic() < deadline and proxy.admin_json()["routes"][logical]["state"] != "rolled_back":
         searches(proxy.url, logical, [f"u{batch}-{i}" for i in range(60)])
@@ -345,7 +325,7 @@ def test_an_embed_route_is_shadowed_with_each_colours_own_embedding(faulty_upstr
         f"  blue_model: {{type: openai, url: '{embedding_services['blue']}/v1', model: m16, dimensions: 16}}\n"
         f"  green_model: {{type: openai, url: '{embedding_services['green']}/v1', model: m24, dimensions: 24}}\n"
     )
-    routes = route(logical, blue, green, 50, embed="{blue: blue_model, green: green_model}", shadow="{sample: 1.0}")
+    routes = route_yaml(logical, blue, green, 50, embed="{blue: blue_model, green: green_model}", shadow="{sample: 1.0}")
     proxy = RunningProxy(tmp_path / "proxy", faulty_upstream[0], routes, extra_yaml=embedders).start()
     try:
         answered = {}
@@ -421,7 +401,7 @@ def test_the_shadow_carries_the_credentials_of_the_answered_read(tmp_path, authe
     clients = "clients: {api_keys: [{key: reader-key, access: r}], anonymous: none}\n" if authenticated else ""
     with RecordingSearchUpstream() as upstream:
         proxy = RunningProxy(
-            tmp_path / "proxy", upstream.url, route("kb", "kb_blue", "kb_green", 0, shadow="{sample: 1.0}"),
+            tmp_path / "proxy", upstream.url, route_yaml("kb", "kb_blue", "kb_green", 0, shadow="{sample: 1.0}"),
             extra_yaml=clients, upstream_options="api_key: proxy-secret, timeout: 10s",
         ).start()
         try:
