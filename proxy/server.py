@@ -20,18 +20,18 @@ from pathlib import Path
 
 import uvicorn
 
-from proxy.admin import build_admin_app
-from proxy.app import ProxyApp
-from proxy.embedders import EmbedderSet
-from proxy.inference import TextInference
+from proxy.control.admin import build_admin_app
+from proxy.dataplane.app import ProxyApp
+from proxy.embedding.embedders import EmbedderSet
+from proxy.dataplane.inference import TextInference
 from proxy.metrics import Metrics
 from proxy.process import stop_process
-from proxy.protocol import limited_protocol
-from proxy.reload import ConfigReloader, read_config
-from proxy.live import LiveConfig, Snapshot
-from proxy.rollout_store import default_state_file
-from proxy.safety import SafetyController
-from proxy.upstream import UpstreamClient
+from proxy.dataplane.protocol import limited_protocol
+from proxy.control.reload import ConfigReloader, read_config
+from proxy.dataplane.live import LiveConfig, Snapshot
+from proxy.control.rollout_store import default_state_file
+from proxy.control.rollout_controller import RolloutController
+from proxy.dataplane.upstream import UpstreamClient
 from routing.config import Config, ConfigError, Limits
 
 log = logging.getLogger("bluegreen.server")
@@ -100,7 +100,7 @@ def _uvicorn_config(app, address: Address, limits: Limits) -> uvicorn.Config:
         host=address.host,
         port=address.port,
         http=limited_protocol(limits),
-        ws="none",  # not Qdrant's API: an upgrade is refused in the envelope (proxy.protocol)
+        ws="none",  # not Qdrant's API: an upgrade is refused in the envelope (proxy.dataplane.protocol)
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -196,7 +196,7 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     await upstream.start()
     state_file = Path(config.state_file) if config.state_file else default_state_file(config_path)
     log.info("rollout state file: %s (bound at start-up)", state_file)
-    safety = SafetyController(live, metrics, upstream.fetch_json, state_file)
+    safety = RolloutController(live, metrics, upstream.fetch_json, state_file)
 
     def on_applied(old: Snapshot, new: Snapshot) -> Snapshot:
         embedders.apply(new.config.embedders)

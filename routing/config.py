@@ -269,7 +269,7 @@ def url_without_credentials(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//", url)
 
 
-class Embedder(_Strict):
+class EmbedderSettings(_Strict):
     """One embedding model, named under the top-level `embedders`."""
 
     type: Literal["local", "openai"]
@@ -290,7 +290,7 @@ class Embedder(_Strict):
         return value or None
 
     @model_validator(mode="after")
-    def _fits_type(self) -> "Embedder":
+    def _fits_type(self) -> "EmbedderSettings":
         if self.type == "openai":
             if not self.url:
                 raise ValueError("url: required for type openai")
@@ -415,7 +415,7 @@ class Config(_Strict):
     reload: Reload = Field(default_factory=Reload)
     state_file: str | None = None  # rollout state; default: beside the config file
     clients: Clients | None = None  # none: clients' own credentials pass through to the upstream
-    embedders: dict[str, Embedder] = Field(default_factory=dict)
+    embedders: dict[str, EmbedderSettings] = Field(default_factory=dict)
     # Document models left for Qdrant to embed (qdrant/bm25 always is).
     embed_passthrough_models: list[str] = Field(default_factory=lambda: list(ALWAYS_PASSTHROUGH_MODELS))
     routes: dict[str, Route] = Field(default_factory=dict)

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.live import LiveConfig
+from proxy.dataplane.live import LiveConfig
 from proxy.metrics import Metrics
-from proxy.reload import ConfigReloader, read_config
+from proxy.control.reload import ConfigReloader, read_config
 from tests.support import RunningProxy, metric_value, wait_until
 from tests.test_proxy import make_collections, names, route_yaml  # noqa: F401 - names is a fixture
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.live import LiveConfig, Snapshot
+from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.metrics import Metrics
-from proxy.safety import SafetyController
+from proxy.control.rollout_controller import RolloutController
 from routing.config import parse_config
 
 
@@ -14,10 +14,10 @@ async def no_upstream(method: str, path: str, body: bytes):
     raise AssertionError("a plain split never asks the upstream")
 
 
-def controller(tmp_path, percent: float = 40) -> SafetyController:
+def controller(tmp_path, percent: float = 40) -> RolloutController:
     config = parse_config(f"routes:\n  docs: {{blue: a, green: b, green_percent: {percent}}}\n  kb: {{blue: c, green: d}}\n", environ={})
     live = LiveConfig.initial(config, "hash-1", str(tmp_path / "bluegreen.yaml"))
-    return SafetyController(live, Metrics(), no_upstream, tmp_path / "state.json")
+    return RolloutController(live, Metrics(), no_upstream, tmp_path / "state.json")
 
 
 def test_a_rollback_publishes_a_new_snapshot_and_leaves_the_held_one_alone(tmp_path):

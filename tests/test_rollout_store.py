@@ -1,5 +1,5 @@
 """The shared rollout state: the pure merge rule (routing.replicas) and the state file's I/O
-(proxy.rollout_store) under concurrent writers in separate processes."""
+(proxy.control.rollout_store) under concurrent writers in separate processes."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.rollout_store import KEEP_FINGERPRINTS, StateFile, StateFileError
+from proxy.control.rollout_store import KEEP_FINGERPRINTS, StateFile, StateFileError
 from routing.replicas import decisions, merge, merge_rollback
 
 LATCH_A = {"reason": "manual", "detail": "a", "figures": None, "since": 100.0}

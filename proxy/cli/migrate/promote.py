@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from proxy.migrate.client import MigrateError, QdrantRest, Target
+from proxy.cli.migrate.client import MigrateError, QdrantRest, Target
 
 
 def add_parser(commands, parents) -> None:

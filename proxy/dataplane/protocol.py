@@ -18,7 +18,7 @@ import time
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from proxy.app import error_body
+from proxy.dataplane.app import error_body
 from routing.config import Limits
 
 

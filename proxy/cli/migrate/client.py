@@ -56,7 +56,7 @@ class Target:
     def from_args(cls, args: argparse.Namespace) -> "Target":
         config = None
         if args.config:
-            from proxy.reload import read_config
+            from proxy.control.reload import read_config
             from routing.config import ConfigError
 
             try:

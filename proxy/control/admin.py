@@ -13,17 +13,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from proxy.live import LiveConfig
+from proxy.dataplane.live import LiveConfig
 from proxy.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
-    from proxy.safety import SafetyController
+    from proxy.control.rollout_controller import RolloutController
 
 MAX_ADMIN_BODY_BYTES = 64 * 1024  # a rollback reason is a sentence; a larger body gets a 413
 NOT_PERSISTED_STATUS = 503  # the decision applies on this replica, but the state file did not take it
 
 
-def route_status(live: LiveConfig, safety: "SafetyController", name: str) -> dict:
+def route_status(live: LiveConfig, safety: "RolloutController", name: str) -> dict:
     route = live.snapshot.config.routes[name]
     status = safety.rollouts[name].status(safety.clock())
     return {
@@ -35,7 +35,7 @@ def route_status(live: LiveConfig, safety: "SafetyController", name: str) -> dic
     }
 
 
-def routes_document(live: LiveConfig, safety: "SafetyController") -> dict:
+def routes_document(live: LiveConfig, safety: "RolloutController") -> dict:
     snapshot = live.snapshot
     reload = live.last_reload
     return {
@@ -45,7 +45,7 @@ def routes_document(live: LiveConfig, safety: "SafetyController") -> dict:
     }
 
 
-def readiness(safety: "SafetyController") -> dict:
+def readiness(safety: "RolloutController") -> dict:
     return {
         name: {"state": rollout.state, "reason": rollout.reason, "detail": rollout.detail}
         for name, rollout in safety.rollouts.items()
@@ -70,7 +70,7 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "SafetyController") -> Starlette:
+def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutController") -> Starlette:
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 

@@ -83,7 +83,7 @@ class EmbeddingFailed(RuntimeError):
 
 def embed_texts(config: Config, route: Route, queries: list[tuple[int, dict]]) -> dict[tuple[int, str], list[float]]:
     """(line, colour) -> that colour's query embedding of the line's text, for every text line."""
-    from proxy.embedders import EmbedderError, build_embedder  # the embed extra, only when needed
+    from proxy.embedding.embedders import EmbedderError, build_embedder  # the embed extra, only when needed
     from routing.documents import UNNAMED
 
     plan: dict[str, list[tuple[int, str, str]]] = {}  # embedder name -> (line, colour, text)

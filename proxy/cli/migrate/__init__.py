@@ -9,8 +9,8 @@ import argparse
 import asyncio
 import sys
 
-from proxy.migrate import backfill, create_green, decommission, plan, promote, validate
-from proxy.migrate.client import MigrateError, Target, add_connection_flags
+from proxy.cli.migrate import backfill, create_green, decommission, plan, promote, validate
+from proxy.cli.migrate.client import MigrateError, Target, add_connection_flags
 
 SUBCOMMANDS = (create_green, backfill, validate, promote, decommission, plan)
 

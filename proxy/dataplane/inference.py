@@ -11,15 +11,15 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from proxy.embedders import EmbedderError, EmbedderSet
+from proxy.embedding.embedders import EmbedderError, EmbedderSet
 from proxy.metrics import Metrics
-from proxy.upstream import UpstreamFailure
+from proxy.dataplane.upstream import UpstreamFailure
 from routing.config import RouteEmbed
 from routing.documents import UNNAMED, WRITE_OPERATIONS, find_vectors, pinned_colour
 from routing.table import COLOURS
 
 if TYPE_CHECKING:
-    from proxy.app import Request
+    from proxy.dataplane.app import Request
 
 log = logging.getLogger("bluegreen.embed")
 

@@ -28,14 +28,14 @@ import time
 from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
 from proxy.metrics import Metrics
-from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
+from proxy.dataplane.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
 from routing.operations import SEARCH_OPERATIONS
 from routing.overlap import UnreadableResult, overlap_at_k, rank_biased_overlap, ranked_ids_from_body
-from routing.shadow import fits, raw_vectors, vector_sizes
+from routing.vector_sizes import fits, raw_vectors, vector_sizes
 from routing.table import BLUE, GREEN, quote_segment
 
 if TYPE_CHECKING:
-    from proxy.app import Request
+    from proxy.dataplane.app import Request
 
 log = logging.getLogger("bluegreen.shadow")
 

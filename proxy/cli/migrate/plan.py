@@ -13,9 +13,9 @@ import argparse
 import json
 import time
 
-from proxy.migrate.client import MigrateError, QdrantRest, Target, collection_path
-from proxy.migrate.layout import LayoutError, pick_vector, vector_names, vector_params, vectors_of
-from proxy.migrate.progress import format_duration
+from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path
+from proxy.cli.migrate.layout import LayoutError, pick_vector, vector_names, vector_params, vectors_of
+from proxy.cli.migrate.progress import format_duration
 
 DATATYPE_BYTES = {"float32": 4, "float16": 2, "uint8": 1}
 QUANTIZATION_CHOICES = ("none", "int8", "binary", "binary-1.5bit", "binary-2bit",

@@ -45,7 +45,7 @@ def cmd_serve(args) -> int:
 
 def _load_config(path: str):
     """The validated config, or None after printing why it is invalid."""
-    from proxy.reload import read_config
+    from proxy.control.reload import read_config
 
     try:
         return read_config(path)[0]
@@ -93,7 +93,7 @@ def _admin_url(args) -> str:
     if args.admin:
         return args.admin.rstrip("/")
     if getattr(args, "config", None):
-        from proxy.reload import read_config
+        from proxy.control.reload import read_config
 
         config, _ = read_config(args.config)
         return f"http://{config.admin.host}:{config.admin.port}"
@@ -138,7 +138,7 @@ def _print_routes(document: dict) -> None:
 
 def cmd_status(args) -> int:
     if args.watch or args.once:
-        from proxy.status_view import run
+        from proxy.cli.status_view import run
 
         try:
             admin_url = _admin_url(args)
@@ -220,8 +220,8 @@ def cmd_preflight(args) -> int:
     """The proxy's parity checks, once, for every route (or the named ones): exit 1 if any fails."""
     import asyncio
 
-    from proxy.preflight import run_preflight
-    from proxy.upstream import UpstreamClient, UpstreamFailure
+    from proxy.control.preflight import run_preflight
+    from proxy.dataplane.upstream import UpstreamClient, UpstreamFailure
 
     config, upstream_url = _config_and_upstream(args)
     if config is None:
@@ -255,8 +255,8 @@ def cmd_preflight(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    """Both colours' answers to a file of queries, scored (proxy/compare.py)."""
-    from proxy.compare import UsageError, run
+    """Both colours' answers to a file of queries, scored (proxy/cli/compare.py)."""
+    from proxy.cli.compare import UsageError, run
 
     config, upstream_url = _config_and_upstream(args)
     if config is None:
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="the same story in under 30 s")
     demo.set_defaults(func=cmd_demo)
 
-    from proxy.migrate import add_parser as add_migrate_parser
+    from proxy.cli.migrate import add_parser as add_migrate_parser
 
     add_migrate_parser(commands)
     return parser

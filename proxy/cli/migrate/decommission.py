@@ -15,7 +15,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from proxy.migrate.client import MigrateError, QdrantRest, Target, collection_path, segment
+from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path, segment
 
 
 def add_parser(commands, parents) -> None:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import watchfiles
 
-from proxy.live import LiveConfig, ReloadOutcome, Snapshot
+from proxy.dataplane.live import LiveConfig, ReloadOutcome, Snapshot
 from proxy.metrics import Metrics
 from routing.config import MAX_CONFIG_BYTES, Config, ConfigError, parse_config
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from routing.config import EMBED_EXTRA_HINT, LOCAL_MODELS, url_without_credentials
-from routing.config import Embedder as EmbedderSettings
+from routing.config import EmbedderSettings
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics

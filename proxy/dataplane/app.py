@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
-from proxy.inference import EmbedFailure, TextInference
+from proxy.dataplane.inference import EmbedFailure, TextInference
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
-from proxy.shadow import PairObserver, ShadowSender
-from proxy.live import LiveConfig, Snapshot
-from proxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
+from proxy.dataplane.shadow import PairObserver, ShadowSender
+from proxy.dataplane.live import LiveConfig, Snapshot
+from proxy.dataplane.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH, alias_refusal
 from routing.clients import Unauthenticated, is_health_probe
 from routing.documents import VectorsFound

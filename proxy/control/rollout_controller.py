@@ -3,8 +3,8 @@
 Feeds the guards (every routed read), runs the clocks (judgements, staged steps, preflight rechecks,
 the state file sync) and takes the operators' rollbacks and resumes. Each route's decisions are pure
 (`routing.rollout`, `routing.guard`); the other jobs live beside it: preflight I/O in
-`proxy.preflight`, the state file shared by replicas in `proxy.rollout_store`, the gauges in
-`proxy.gauges`, the admin views in `proxy.admin`.
+`proxy.control.preflight`, the state file shared by replicas in `proxy.control.rollout_store`, the gauges in
+`proxy.control.gauges`, the admin views in `proxy.control.admin`.
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from proxy.gauges import RouteGauges
-from proxy.live import LiveConfig, Snapshot
+from proxy.control.gauges import RouteGauges
+from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.metrics import Metrics
-from proxy.preflight import FetchJson, PreflightChecks
-from proxy.rollout_store import SharedRollouts, StateFile
-from proxy.upstream import UpstreamResponse
+from proxy.control.preflight import FetchJson, PreflightChecks
+from proxy.control.rollout_store import SharedRollouts, StateFile
+from proxy.dataplane.upstream import UpstreamResponse
 from routing.config import Route
 from routing.guard import RouteGuard
 from routing.operations import READ_OPERATIONS, SEARCH_OPERATIONS
@@ -35,7 +35,7 @@ TICK_SECONDS = 0.1  # how often the controller looks at clocks; guard intervals 
 STATE_SYNC_SECONDS = 1.0  # how often the state file is re-read for other replicas' changes
 
 
-class SafetyController:
+class RolloutController:
     def __init__(
         self, live: LiveConfig, metrics: Metrics, fetch: FetchJson, state_file: Path,
         clock: Callable[[], float] = time.time,
@@ -74,7 +74,7 @@ class SafetyController:
         guard.record(colour, seconds, failed, empty, self.clock())
 
     def observe_pair(self, route: str, overlaps: list[float], green_empty: bool | None, blue_empty: bool | None) -> None:
-        """A shadow comparison (proxy.shadow): feeds the guard's overlap and paired empty rules."""
+        """A shadow comparison (proxy.dataplane.shadow): feeds the guard's overlap and paired empty rules."""
         guard = self._guards.get(route)
         if guard is not None:
             guard.record_pair(overlaps, green_empty, blue_empty, self.clock())

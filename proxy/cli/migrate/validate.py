@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from proxy.compare import UsageError, read_queries
-from proxy.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
-from proxy.migrate.layout import index_type, is_unnamed, payload_differences, vector_names, vector_params, vectors_of
+from proxy.cli.compare import UsageError, read_queries
+from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
+from proxy.cli.migrate.layout import index_type, is_unnamed, payload_differences, vector_names, vector_params, vectors_of
 from routing.config import Preflight
 from routing.overlap import overlap_at_k, rank_biased_overlap, ranked_ids
 from routing.preflight import evaluate_preflight

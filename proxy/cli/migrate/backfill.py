@@ -18,11 +18,11 @@ from typing import Any, Awaitable, Callable
 
 import httpx
 
-from proxy.embedders import EmbedderError
-from proxy.migrate.checkpoint import Checkpoint, fingerprint
-from proxy.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
-from proxy.migrate.layout import LayoutError, payload_differences, pick_vector, same_vector, vector_params, vectors_of
-from proxy.migrate.progress import Progress
+from proxy.embedding.embedders import EmbedderError
+from proxy.cli.migrate.checkpoint import Checkpoint, fingerprint
+from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
+from proxy.cli.migrate.layout import LayoutError, payload_differences, pick_vector, same_vector, vector_params, vectors_of
+from proxy.cli.migrate.progress import Progress
 
 # An embedder that cannot load its model, answers the wrong dimension or was closed will not recover
 # by waiting; timeouts, connection failures and error statuses of a service may.
@@ -115,7 +115,7 @@ class Backfill:
         return checkpoint
 
     async def prepare_reembed(self, green_info: dict) -> None:
-        from proxy.embedders import build_embedders
+        from proxy.embedding.embedders import build_embedders
 
         embedders_config = self.target_config.embedders
         if self.args.embedder not in embedders_config:
