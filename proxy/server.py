@@ -1,20 +1,13 @@
-"""Runs the proxy: data listener, admin listener, config watcher and (optionally) the embedded upstream."""
+"""Wiring: the data listener, the admin listener, the config watcher, the rollout controller and (when
+configured) the embedded upstream, started and stopped together."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
-import importlib.util
 import logging
 import os
-import resource
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +18,8 @@ from proxy.dataplane.app import ProxyApp
 from proxy.embedding.embedders import EmbedderSet
 from proxy.dataplane.inference import TextInference
 from proxy.metrics import Metrics
-from proxy.process import stop_process
+from proxy.host import allow_open_files, freeze_start_up_objects, keep_large_blocks_returnable
+from proxy.process import EmbeddedUpstream, EmbeddedUpstreamError  # noqa: F401 - the CLI reports EmbeddedUpstreamError
 from proxy.dataplane.protocol import limited_protocol
 from proxy.control.reload import ConfigReloader, read_config
 from proxy.dataplane.live import LiveConfig, Snapshot
@@ -51,49 +45,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-class EmbeddedUpstreamError(RuntimeError):
-    """`upstream.url: embedded` could not start its child process."""
-
-
-class EmbeddedUpstream:
-    """`upstream.url: embedded`: the qdrant-edge upstream as a child process, stopped with the proxy."""
-
-    def __init__(self, data_dir: str, port: int | None):
-        self.data_dir = data_dir
-        self.port = port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        if importlib.util.find_spec("qdrant_edge") is None:
-            raise EmbeddedUpstreamError('upstream.url: embedded needs the demo extra: pip install "bluegreen-proxy[demo]"')
-        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bluegreen_dev.embedded", "--data", self.data_dir, "--host", "127.0.0.1", "--port", str(self.port)]
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise EmbeddedUpstreamError(f"embedded upstream exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise EmbeddedUpstreamError(f"embedded upstream did not answer on {self.url} within {timeout:g}s")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _uvicorn_config(app, address: Address, limits: Limits) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -112,43 +63,11 @@ def _uvicorn_config(app, address: Address, limits: Limits) -> uvicorn.Config:
     )
 
 
-def _allow_open_files(connections: int) -> None:
-    """Raise the soft file-descriptor limit toward the hard one, so limits.max_connections client
-    connections plus the upstream pool fit; warn when even the hard limit is below that."""
-    wanted = connections + 256  # listeners, config watch, logs
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < wanted:
-        log.warning("open-file limit %d is below limits.max_connections + upstream.max_connections + 256 = %d", target, wanted)
-
-
-def _keep_large_blocks_returnable() -> None:
-    """glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MiB), so
-    after a few large upstream answers the next ones are carved from the heap and their space stays
-    with the process when freed (measured: +30 MiB RSS kept after 24 large answers; with a fixed
-    threshold, +1 MiB). Fixing it at glibc's default (128 KiB) keeps large blocks in mmap, returned on
-    free. Not glibc: nothing to do."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-
-
-_M_MMAP_THRESHOLD = -3  # glibc malloc.h
-
-
 def _freeze_start_up_objects(*servers: uvicorn.Server) -> None:
-    """Modules, the app and the first config live as long as the process; left in the collected
-    heap, every full collection walks them all and stalls the event loop (26 ms, measured under
-    reload churn). Load uvicorn's protocol modules first, so they are frozen too."""
+    """Load uvicorn's protocol modules first, so they are frozen with the rest of start-up."""
     for server in servers:
         server.config.load()
-    gc.collect()
-    gc.freeze()
+    freeze_start_up_objects()
 
 
 async def _start_embedders(config: Config, metrics: Metrics) -> EmbedderSet:
@@ -204,8 +123,8 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
 
     reloader = ConfigReloader(live, metrics, on_applied=on_applied, ignore=safety.state_file.owns)
 
-    _keep_large_blocks_returnable()
-    _allow_open_files(config.limits.max_connections + config.upstream.max_connections)
+    keep_large_blocks_returnable()
+    allow_open_files(config.limits.max_connections + config.upstream.max_connections)
     data_app = ProxyApp(live, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
     data_server = _Server(_uvicorn_config(data_app, listen, config.limits))
     admin_server = _Server(_uvicorn_config(build_admin_app(live, metrics, safety), admin, config.limits))
