@@ -45,7 +45,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn_config(app, address: Address, limits: Limits) -> uvicorn.Config:
+ADMIN_GRACE_SECONDS = 5.0  # the admin listener's answers are quick; it closes after the data listener
+
+
+def _uvicorn_config(app, address: Address, limits: Limits, grace: float) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=address.host,
@@ -59,7 +62,7 @@ def _uvicorn_config(app, address: Address, limits: Limits) -> uvicorn.Config:
         date_header=False,
         proxy_headers=False,  # forwarded-for handling is for the upstream to see, not ours to consume
         timeout_keep_alive=limits.idle_timeout,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=grace,  # the data listener's is set again when the signal comes
     )
 
 
@@ -68,6 +71,16 @@ def _freeze_start_up_objects(*servers: uvicorn.Server) -> None:
     for server in servers:
         server.config.load()
     freeze_start_up_objects()
+
+
+async def _answer_cut_off_requests(server: uvicorn.Server, app: ProxyApp, grace: float) -> None:
+    """uvicorn cancels the requests its grace time left running and returns without waiting: let them
+    write their 503 (ProxyApp) before the upstream pool closes."""
+    cancelled = list(server.server_state.tasks)
+    if cancelled:
+        await asyncio.wait(cancelled, timeout=ADMIN_GRACE_SECONDS)
+    if app.cut_off:
+        log.warning("shutdown: %d request(s) still running after shutdown.grace_period %gs answered 503", app.cut_off, grace)
 
 
 async def _start_embedders(config: Config, metrics: Metrics) -> EmbedderSet:
@@ -126,17 +139,43 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     keep_large_blocks_returnable()
     allow_open_files(config.limits.max_connections + config.upstream.max_connections)
     data_app = ProxyApp(live, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
-    data_server = _Server(_uvicorn_config(data_app, listen, config.limits))
-    admin_server = _Server(_uvicorn_config(build_admin_app(live, metrics, safety), admin, config.limits))
+    data_server = _Server(_uvicorn_config(data_app, listen, config.limits, config.shutdown_grace_period))
+    shutting_down = asyncio.Event()  # /readyz answers 503 from the signal on
+    admin_app = build_admin_app(live, metrics, safety, shutting_down)
+    admin_server = _Server(_uvicorn_config(admin_app, admin, config.limits, ADMIN_GRACE_SECONDS))
     _freeze_start_up_objects(data_server, admin_server)
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def close_data_listener() -> None:
+        data_server.should_exit = True
 
     def shut_down() -> None:
-        stop.set()
-        data_server.should_exit = True
-        admin_server.should_exit = True
+        """SIGTERM/SIGINT: not ready at once; the data listener closes after shutdown.drain_delay and the
+        requests in progress get shutdown.grace_period (as the config says now); the admin listener, which
+        the probes read, closes last."""
+        if shutting_down.is_set():
+            return
+        shutting_down.set()
+        settings = live.snapshot.config
+        grace = data_server.config.timeout_graceful_shutdown = settings.shutdown_grace_period
+        drain = settings.shutdown.drain_delay or 0.0
+        log.info("shutting down: /readyz answers 503; the data listener closes in %gs, requests in progress get %gs", drain, grace)
+        loop.call_later(drain, close_data_listener)
 
-    loop = asyncio.get_running_loop()
+    async def serve_data() -> None:
+        try:
+            await data_server.serve()
+            await _answer_cut_off_requests(data_server, data_app, live.snapshot.config.shutdown_grace_period)
+        finally:
+            admin_server.should_exit = True
+
+    async def serve_admin() -> None:
+        try:
+            await admin_server.serve()
+        finally:
+            shut_down()  # the admin listener failed: the data side goes too
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shut_down)
     loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
@@ -148,9 +187,11 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
         listen.host, listen.port, upstream_url, admin.host, admin.port, config_path,
     )
     try:
-        await asyncio.gather(data_server.serve(), admin_server.serve())
+        await asyncio.gather(serve_data(), serve_admin())
     finally:
-        shut_down()
+        shutting_down.set()
+        stop.set()
+        data_server.should_exit = admin_server.should_exit = True
         for task in (watcher, safety_clock):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

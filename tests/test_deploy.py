@@ -18,7 +18,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
-from routing.config import parse_config
+from proxy.server import ADMIN_GRACE_SECONDS
+from routing.config import parse_config, parse_duration
 from tests.support import REPO_ROOT, RunningProxy, ServerProcess, free_port, qdrant_client
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -218,6 +219,28 @@ def test_kubernetes_wiring(monkeypatch):
                                  for source in admin_sources)
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(ports["admin"])
+
+
+def test_kubernetes_termination_waits_for_the_prestop_pause_and_the_proxys_grace(monkeypatch):
+    """The kubelet runs preStop (endpoints drain meanwhile), then SIGTERM: the proxy's grace time and
+    its admin listener's close must fit in what is left of terminationGracePeriodSeconds."""
+    m = manifests()
+    pod = m["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pause = float(command[1])
+    assert pause >= 5, "long enough for kube-proxy and ingresses to drop the endpoint"
+    config = proxy_config(m["ConfigMap"]["data"]["bluegreen.yaml"], monkeypatch)
+    assert config.shutdown_grace_period >= config.upstream.timeout
+    assert pod["terminationGracePeriodSeconds"] >= pause + config.shutdown_grace_period + ADMIN_GRACE_SECONDS
+
+
+def test_compose_stop_grace_covers_the_proxys_grace(monkeypatch):
+    proxy = compose()["services"]["proxy"]
+    config = proxy_config((DEPLOY / "compose" / "bluegreen.yaml").read_text(), monkeypatch)
+    assert config.shutdown_grace_period >= config.upstream.timeout
+    assert parse_duration(proxy["stop_grace_period"]) >= config.shutdown_grace_period + ADMIN_GRACE_SECONDS
 
 
 # ------------------------------------------------------------------ the shipped configs, running
