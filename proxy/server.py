@@ -120,6 +120,7 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     # Absolute but not resolved: a Kubernetes ConfigMap's path goes through symlinks that are swapped.
     live = LiveConfig.initial(config, content_hash, os.path.abspath(config_path))
     metrics = Metrics()
+    metrics.count_from_zero(config.routes, config.embedders)
     metrics.config_generation.set(1)
     metrics.last_reload_ok.set(1)
     metrics.last_reload_time.set(time.time())
@@ -131,6 +132,7 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     safety = RolloutController(live, metrics, upstream.fetch_json, state_file)
 
     def on_applied(old: Snapshot, new: Snapshot) -> Snapshot:
+        metrics.count_from_zero(new.config.routes, new.config.embedders)
         embedders.apply(new.config.embedders)
         return safety.on_config_applied(old, new)
 
