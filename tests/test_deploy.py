@@ -5,6 +5,7 @@ secrets, the configs they ship). Neither Docker nor a cluster runs here: these c
 from __future__ import annotations
 
 import json
+import os
 import re
 from fnmatch import fnmatch
 import subprocess
@@ -26,6 +27,12 @@ DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 KUBERNETES = DEPLOY / "kubernetes"
 ADMIN_TOKEN = "test-token"
+# What the deployments pass to the proxy from their Secret / environment.
+DEPLOYMENT_ENV = {
+    "BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN,
+    "BLUEGREEN_READER_KEY": "test-reader-key-4f1c",
+    "BLUEGREEN_INGEST_KEY": "test-ingest-key-9a2e",
+}
 
 
 def check_compose_schema(path: Path) -> subprocess.CompletedProcess:
@@ -41,7 +48,7 @@ def compose() -> dict:
 
 
 def proxy_config(text: str, monkeypatch, **env: str):
-    for name, value in {"BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN, **env}.items():
+    for name, value in {**DEPLOYMENT_ENV, **env}.items():
         monkeypatch.setenv(name, value)
     return parse_config(text)
 
@@ -91,6 +98,12 @@ def test_compose_wiring(monkeypatch):
     assert f"{config.listen.port}:{config.listen.port}" in proxy["ports"]
     assert f"127.0.0.1:{config.admin.port}:{config.admin.port}" in proxy["ports"]  # the admin port stays on the host
     assert config.routes, "the stack comes with a route to try"
+    # The data port is published on every interface: clients authenticate with keys from the environment.
+    assert config.clients is not None and config.clients.anonymous == "none"
+    for name in ("BLUEGREEN_READER_KEY", "BLUEGREEN_INGEST_KEY"):
+        assert name in proxy["environment"] and "${" + name in proxy["environment"][name]
+    demo = services["demo-traffic"]
+    assert demo["environment"]["BLUEGREEN_API_KEY"].startswith("${BLUEGREEN_READER_KEY")
 
     # Prometheus scrapes the proxy's admin port and loads the rule file; Grafana gets the dashboard.
     prometheus_config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
@@ -180,12 +193,14 @@ def test_kubernetes_wiring(monkeypatch):
     assert container["args"][-1] == "/etc/bluegreen/bluegreen.yaml"
     assert "bluegreen.yaml" in configmap["data"]
 
-    # Secrets via env from the Secret; nothing secret in the ConfigMap.
+    # Secrets via env from the Secret; nothing secret in the ConfigMap. Clients authenticate with its keys.
     secret = m["Secret"]
-    for name in ("BLUEGREEN_ADMIN_TOKEN", "QDRANT_API_KEY"):
+    for name in ("BLUEGREEN_ADMIN_TOKEN", "QDRANT_API_KEY", "BLUEGREEN_READER_KEY", "BLUEGREEN_INGEST_KEY"):
         reference = env[name]["valueFrom"]["secretKeyRef"]
         assert reference["name"] == secret["metadata"]["name"] and reference["key"] in secret["stringData"]
     assert "${BLUEGREEN_ADMIN_TOKEN}" in configmap["data"]["bluegreen.yaml"]
+    assert {key.key.get_secret_value() for key in config.clients.api_keys} == {
+        DEPLOYMENT_ENV["BLUEGREEN_READER_KEY"], DEPLOYMENT_ENV["BLUEGREEN_INGEST_KEY"]}
 
     # Non-root, read-only root filesystem, the state file on a writable (shared) volume.
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -264,7 +279,7 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
     (config_dir / "bluegreen.yaml").write_text(shipped_configs()[where])
     data_port, admin_port = free_port(), free_port()
     admin_url = f"http://127.0.0.1:{admin_port}"
-    env = {"BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": ""}
+    env = {**DEPLOYMENT_ENV, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": ""}
 
     def proxy_process() -> ServerProcess:
         return ServerProcess(
@@ -296,17 +311,36 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
     assert ADMIN_TOKEN not in (tmp_path / "proxy.log").read_text()
 
 
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+def test_shipped_config_passes_the_proxys_own_check(where, tmp_path):
+    """`bluegreen-proxy check` on each shipped config, with the environment its deployment gives it:
+    valid, and no warning (the data port listens on 0.0.0.0, so clients authenticate at the proxy)."""
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(shipped_configs()[where])
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "check", "--config", str(config)],
+        capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, **DEPLOYMENT_ENV}, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "WARNING" not in done.stdout + done.stderr
+    assert "clients: 2 api key(s), no jwt, anonymous none" in done.stdout
+    for secret in DEPLOYMENT_ENV.values():
+        assert secret not in done.stdout + done.stderr
+
+
 def test_compose_demo_builds_both_colours_and_sends_traffic_through_the_proxy(tmp_path, embedded_upstream):
-    """deploy/compose-demo/traffic.py, as the demo profile runs it, against the embedded upstream and a proxy."""
+    """deploy/compose-demo/traffic.py, as the demo profile runs it (its key from the environment), against
+    the embedded upstream and a proxy that authenticates clients as the shipped compose config does."""
     tag = uuid.uuid4().hex[:8]
     route, blue, green = f"demo_{tag}", f"demo_{tag}_v1", f"demo_{tag}_v2"
     routes = f"  {route}:\n    blue: {blue}\n    green: {green}\n    green_percent: 50\n    preflight: {{recheck: 1s}}\n"
-    with RunningProxy(tmp_path / "proxy", embedded_upstream, routes) as proxy:
+    clients = "clients: {api_keys: [{key: demo-reader-key, access: r}], anonymous: none}\n"
+    with RunningProxy(tmp_path / "proxy", embedded_upstream, routes, extra_yaml=clients) as proxy:
         done = subprocess.run(
             [sys.executable, str(DEPLOY / "compose-demo" / "traffic.py"), "--qdrant", embedded_upstream, "--proxy", proxy.url,
              "--route", route, "--blue", blue, "--green", green, "--points", "300", "--dim", "16",
              "--rate", "60", "--users", "200", "--duration", "4"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, env={**os.environ, "BLUEGREEN_API_KEY": "demo-reader-key"},
         )
         assert done.returncode == 0, done.stdout + done.stderr
         served = json.loads(done.stdout.strip().splitlines()[-1].removeprefix("served: "))
