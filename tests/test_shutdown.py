@@ -141,3 +141,19 @@ def test_drain_delay_keeps_serving_while_readiness_is_false(tmp_path, slow_upstr
         wait_until(lambda: data_port_refuses(proxy), timeout=5)
         assert time.monotonic() - signalled >= 2
         assert proxy.server.process.wait(10) == 0
+
+
+def test_shutdown_settings_default_past_upstream_timeout_and_name_bad_fields():
+    from routing.config import ConfigError, parse_config
+
+    assert parse_config("upstream: {timeout: 45s}", environ={}).shutdown_grace_period == 46
+    config = parse_config("shutdown: {grace_period: 2m, drain_delay: 500ms}", environ={})
+    assert (config.shutdown_grace_period, config.shutdown.drain_delay) == (120, 0.5)
+    assert parse_config("routes: {}", environ={}).shutdown.drain_delay is None
+    for text, message in (
+        ("shutdown: {grace_period: soon}", "shutdown.grace_period: must be a duration"),
+        ("shutdown: {drain_delay: -1}", "shutdown.drain_delay: must be a positive duration"),
+        ("shutdown: {grace: 5s}", "shutdown.grace: unknown key"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_config(text, environ={})
