@@ -46,6 +46,7 @@ class _Server(uvicorn.Server):
 
 
 ADMIN_GRACE_SECONDS = 5.0  # the admin listener's answers are quick; it closes after the data listener
+CUT_OFF_ANSWER_SECONDS = 1.0  # for the requests cut off at the end of the grace time to write their 503
 
 
 def _uvicorn_config(app, address: Address, limits: Limits, grace: float) -> uvicorn.Config:
@@ -78,7 +79,7 @@ async def _answer_cut_off_requests(server: uvicorn.Server, app: ProxyApp, grace:
     write their 503 (ProxyApp) before the upstream pool closes."""
     cancelled = list(server.server_state.tasks)
     if cancelled:
-        await asyncio.wait(cancelled, timeout=ADMIN_GRACE_SECONDS)
+        await asyncio.wait(cancelled, timeout=CUT_OFF_ANSWER_SECONDS)
     if app.cut_off:
         log.warning("shutdown: %d request(s) still running after shutdown.grace_period %gs answered 503", app.cut_off, grace)
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
-from proxy.server import ADMIN_GRACE_SECONDS
+from proxy.server import ADMIN_GRACE_SECONDS, CUT_OFF_ANSWER_SECONDS
 from routing.config import parse_config, parse_duration
 from tests.support import REPO_ROOT, RunningProxy, ServerProcess, free_port, qdrant_client
 
@@ -248,14 +248,15 @@ def test_kubernetes_termination_waits_for_the_prestop_pause_and_the_proxys_grace
     assert pause >= 5, "long enough for kube-proxy and ingresses to drop the endpoint"
     config = proxy_config(m["ConfigMap"]["data"]["bluegreen.yaml"], monkeypatch)
     assert config.shutdown_grace_period >= config.upstream.timeout
-    assert pod["terminationGracePeriodSeconds"] >= pause + config.shutdown_grace_period + ADMIN_GRACE_SECONDS
+    after_grace = CUT_OFF_ANSWER_SECONDS + ADMIN_GRACE_SECONDS
+    assert pod["terminationGracePeriodSeconds"] >= pause + config.shutdown_grace_period + after_grace
 
 
 def test_compose_stop_grace_covers_the_proxys_grace(monkeypatch):
     proxy = compose()["services"]["proxy"]
     config = proxy_config((DEPLOY / "compose" / "bluegreen.yaml").read_text(), monkeypatch)
     assert config.shutdown_grace_period >= config.upstream.timeout
-    assert parse_duration(proxy["stop_grace_period"]) >= config.shutdown_grace_period + ADMIN_GRACE_SECONDS
+    assert parse_duration(proxy["stop_grace_period"]) >= config.shutdown_grace_period + CUT_OFF_ANSWER_SECONDS + ADMIN_GRACE_SECONDS
 
 
 # ------------------------------------------------------------------ the shipped configs, running
