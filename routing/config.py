@@ -133,6 +133,19 @@ class Reload(_Strict):
     poll_interval: Duration = 5.0  # slow backstop behind the directory watch and SIGHUP
 
 
+# A request that began just before SIGTERM reaches its own upstream.timeout (504) before the grace ends.
+SHUTDOWN_GRACE_MARGIN = 1.0
+
+
+class Shutdown(_Strict):
+    """On SIGTERM /readyz answers 503 at once; after drain_delay the data listener closes, and requests
+    in progress get grace_period to finish (then 503 in Qdrant's envelope). Read when the signal comes."""
+
+    grace_period: Duration | None = None  # default: upstream.timeout + SHUTDOWN_GRACE_MARGIN
+    # None: the listener closes at once. For load balancers that watch /readyz (Kubernetes: a preStop pause).
+    drain_delay: Duration | None = None
+
+
 class Guard(_Strict):
     interval: Duration = 10.0
     window: Duration = 60.0
@@ -413,6 +426,7 @@ class Config(_Strict):
     upstream: Upstream = Field(default_factory=Upstream)
     limits: Limits = Field(default_factory=Limits)
     reload: Reload = Field(default_factory=Reload)
+    shutdown: Shutdown = Field(default_factory=Shutdown)
     state_file: str | None = None  # rollout state; default: beside the config file
     clients: Clients | None = None  # none: clients' own credentials pass through to the upstream
     embedders: dict[str, EmbedderSettings] = Field(default_factory=dict)
@@ -448,6 +462,12 @@ class Config(_Strict):
                     known = ", ".join(self.embedders) or "none configured"
                     raise ValueError(f"routes.{route_name}.embed.{where}: unknown embedder {embedder!r} (embedders: {known})")
         return self
+
+    @property
+    def shutdown_grace_period(self) -> float:
+        """Seconds requests in progress get after SIGTERM (shutdown.grace_period, or its default)."""
+        grace = self.shutdown.grace_period
+        return grace if grace is not None else self.upstream.timeout + SHUTDOWN_GRACE_MARGIN
 
     @property
     def passthrough_models(self) -> frozenset[str]:

@@ -4,6 +4,7 @@ Qdrant owns /metrics, /healthz and /readyz on the data port; those pass through 
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import TYPE_CHECKING
@@ -70,7 +71,7 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutController") -> Starlette:
+def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutController", shutting_down: asyncio.Event) -> Starlette:
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
@@ -78,6 +79,8 @@ def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutControll
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
+        if shutting_down.is_set():  # load balancers take the proxy out before its data listener closes
+            return JSONResponse({"ready": False, "reason": "shutting down"}, status_code=503)
         # Ready means "serving": a failed preflight only keeps green dark and an unwritable state
         # file only stops decisions from being kept, so both are reported, not fatal.
         error = await safety.state_file_problem()

@@ -101,6 +101,7 @@ class ProxyApp:
         self.metrics = metrics
         self.observer = observer
         self.in_flight = 0
+        self.cut_off = 0  # requests answered 503 at shutdown, their grace time over
         self.shadow = ShadowSender(upstream, metrics, observer, self.upstream_form)
         self.inference = inference  # routes with `embed`
 
@@ -121,8 +122,18 @@ class ProxyApp:
             await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {exc.limit} bytes (limits.max_body_bytes)", started))
         except Exception as exc:  # noqa: BLE001 - the process must keep serving whatever one request does
             await _internal_error(scope, send, exc, started)
+        except asyncio.CancelledError:  # only the server cancels a request: its shutdown grace time ran out
+            await self._cut_off(send, started)
         finally:
             self.in_flight -= 1
+
+    async def _cut_off(self, send: Send, started: float) -> None:
+        asyncio.current_task().uncancel()
+        self.cut_off += 1
+        grace = self.live.snapshot.config.shutdown_grace_period
+        message = f"Service unavailable: bluegreen-proxy shut down before the request finished (shutdown.grace_period {grace:g}s)"
+        with contextlib.suppress(_ResponseBroken):  # a response already begun cannot be replaced
+            await _respond(send, 503, [_JSON], error_body(message, started))
 
     async def _shed(self, send: Send, limit: int, started: float) -> None:
         series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, UNROUTED_OPERATION)
