@@ -84,6 +84,7 @@ class FileResult:
 
 
 FILE_CHUNK = 1 << 20
+GRPC_GRACE_SECONDS = 2.0
 # Qdrant answers CORS preflights itself (actix-cors: any origin, method and header).
 CORS_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
@@ -114,10 +115,13 @@ def _update_result(operation_id: int, wait: bool) -> dict:
 
 class EmbeddedQdrant:
     """ASGI app. The store opens in the constructor (so the app also works without a lifespan) and
-    closes on lifespan shutdown."""
+    closes on lifespan shutdown. With `grpc_address` (host, port), the lifespan also serves Qdrant's
+    gRPC API there, on the same event loop."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, grpc_address: tuple[str, int] | None = None):
         self.store = Store(data_dir)
+        self.grpc_address = grpc_address
+        self.grpc_server: Any = None
         self.root_routes: dict[tuple[str, tuple[str, ...]], Callable[[Request], Any]] = {
             ("GET", ()): self.version,
             ("GET", ("healthz",)): lambda _: PlainText("healthz check passed"),
@@ -180,11 +184,25 @@ class EmbeddedQdrant:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self._start_grpc()
+                except Exception as exc:  # noqa: BLE001 - e.g. the port is taken: fail the startup with why
+                    await send({"type": "lifespan.startup.failed", "message": f"gRPC listener: {exc}"})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.grpc_server is not None:
+                    await self.grpc_server.stop(grace=GRPC_GRACE_SECONDS)
                 self.store.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _start_grpc(self) -> None:
+        if self.grpc_address is None:
+            return
+        from bluegreen_dev.embedded.grpc_api import start_grpc_server  # grpcio only when asked for
+
+        self.grpc_server = await start_grpc_server(self, *self.grpc_address)
 
     async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
         started = time.perf_counter()
@@ -597,6 +615,7 @@ def accepts_gzip(accept_encoding: bytes) -> bool:
     return False
 
 
-def create_app(data_dir: str | Path) -> EmbeddedQdrant:
-    """The ASGI app serving the collections under `data_dir` (created if missing)."""
-    return EmbeddedQdrant(Path(data_dir))
+def create_app(data_dir: str | Path, grpc_address: tuple[str, int] | None = None) -> EmbeddedQdrant:
+    """The ASGI app serving the collections under `data_dir` (created if missing), and gRPC on
+    `grpc_address` (host, port) while its lifespan runs, if given."""
+    return EmbeddedQdrant(Path(data_dir), grpc_address)

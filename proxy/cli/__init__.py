@@ -286,7 +286,8 @@ def cmd_upstream(args) -> int:
     embedded = _dev_tool("embedded")
     if embedded is None:
         return EXIT_USAGE
-    return embedded.main(["--data", args.data, "--host", args.host, "--port", str(args.port)])
+    grpc_port = [] if args.grpc_port is None else ["--grpc-port", str(args.grpc_port)]
+    return embedded.main(["--data", args.data, "--host", args.host, "--port", str(args.port), *grpc_port])
 
 
 def cmd_demo(args) -> int:
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--data", required=True, help="data directory (one shard per collection)")
     upstream.add_argument("--host", default="127.0.0.1")
     upstream.add_argument("--port", type=int, default=6334)
+    upstream.add_argument("--grpc-port", type=int, help="also serve Qdrant's gRPC API on this port (default: no gRPC)")
     upstream.set_defaults(func=cmd_upstream)
 
     demo = commands.add_parser("demo", help="a self-contained model migration (clients send text) on the embedded upstream")
