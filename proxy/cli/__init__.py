@@ -257,7 +257,9 @@ def cmd_preflight(args) -> int:
 def cmd_compare(args) -> int:
     """Both colours' answers to a file of queries, scored (proxy/cli/compare.py)."""
     from proxy.cli.compare import UsageError, run
+    from proxy.cli.tool_logging import configure_tool_logging
 
+    configure_tool_logging()
     config, upstream_url = _config_and_upstream(args)
     if config is None:
         return EXIT_USAGE

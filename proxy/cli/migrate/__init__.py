@@ -11,6 +11,7 @@ import sys
 
 from proxy.cli.migrate import backfill, create_green, decommission, plan, promote, validate
 from proxy.cli.migrate.client import MigrateError, Target, add_connection_flags
+from proxy.cli.tool_logging import configure_tool_logging
 
 SUBCOMMANDS = (create_green, backfill, validate, promote, decommission, plan)
 
@@ -26,6 +27,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    configure_tool_logging()
     try:
         target = Target.from_args(args)
         return asyncio.run(args.run(args, target))
@@ -35,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"migrate {args.migrate_command}: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT, as shells report it
-    except OSError as exc:  # includes httpx's transport errors' causes and file errors
+    except OSError as exc:  # files: the checkpoint, the archive
         print(f"migrate {args.migrate_command}: {exc}", file=sys.stderr)
         return 1

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-import httpx
-
 from proxy.embedding.embedders import EmbedderError
 from proxy.cli.migrate.checkpoint import Checkpoint, fingerprint
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
+from proxy.cli.migrate.client import (MigrateError, QdrantRest, Target, UpstreamError, UpstreamUnreachable, collection_path,
+                                      positive_float, positive_int)
 from proxy.cli.migrate.layout import LayoutError, payload_differences, pick_vector, same_vector, vector_params, vectors_of
 from proxy.cli.migrate.progress import Progress
 
@@ -35,8 +34,8 @@ def add_parser(commands, parents) -> None:
     parser = commands.add_parser("backfill", parents=parents, help="copy (or re-embed) BLUE's points into GREEN, resumably")
     parser.add_argument("--from", dest="source", required=True, metavar="BLUE")
     parser.add_argument("--to", dest="target", required=True, metavar="GREEN")
-    parser.add_argument("--batch", type=_positive_int, default=256, help="points per scroll page and upsert (default 256)")
-    parser.add_argument("--rate", type=_positive_float, help="at most this many points per second")
+    parser.add_argument("--batch", type=positive_int, default=256, help="points per scroll page and upsert (default 256)")
+    parser.add_argument("--rate", type=positive_float, help="at most this many points per second")
     parser.add_argument("--checkpoint", metavar="PATH", help="default: backfill-BLUE-to-GREEN.checkpoint.json here")
     parser.add_argument("--embedder", metavar="NAME", help="re-embed with this embedder of the config's `embedders`")
     parser.add_argument("--text-field", metavar="FIELD", help="re-embed: the payload field holding the text")
@@ -45,20 +44,6 @@ def add_parser(commands, parents) -> None:
                         help="write FIELD=VALUE (a string) into every copied point's payload; repeatable")
     parser.add_argument("--retries", type=int, default=5, help="retries of a failed call before stopping (default 5)")
     parser.set_defaults(run=run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
 
 
 def parse_stamps(stamps: list[str]) -> dict[str, str]:
@@ -143,7 +128,9 @@ class Backfill:
                 if not exc.retryable:
                     raise BackfillStopped(f"{what} was refused: {exc.status} {exc.message}") from None
                 error = f"{exc.status} {exc.message}"
-            except (httpx.TransportError, OSError) as exc:
+            except UpstreamUnreachable as exc:
+                error = exc.reason
+            except OSError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             except EmbedderError as exc:
                 if exc.kind in PERMANENT_EMBEDDER_FAILURES:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,14 @@ class UpstreamError(MigrateError):
     def retryable(self) -> bool:
         # Overload, timeouts and server-side failures may pass; a refused request will not.
         return self.status in (408, 429) or self.status >= 500
+
+
+class UpstreamUnreachable(MigrateError):
+    """No answer: the connection was refused, reset or timed out (httpx's transport errors, not OSError)."""
+
+    def __init__(self, url: str, cause: httpx.TransportError):
+        self.reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        super().__init__(f"cannot reach the upstream at {url}: {self.reason}")
 
 
 def segment(name: str) -> str:
@@ -87,7 +94,10 @@ class QdrantRest:
         await self.http.aclose()
 
     async def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        response = await self.http.request(method, path, json=body, params=params or None)
+        try:
+            response = await self.http.request(method, path, json=body, params=params or None)
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(self.url, exc) from None
         if response.status_code >= 400:
             raise UpstreamError(method, path, response.status_code, _error_text(response))
         try:
@@ -111,6 +121,12 @@ class QdrantRest:
 
     async def download(self, path: str, destination: Path) -> int:
         """Stream a file (a snapshot) to `destination`; its size in bytes."""
+        try:
+            return await self._download(path, destination)
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(self.url, exc) from None
+
+    async def _download(self, path: str, destination: Path) -> int:
         async with self.http.stream("GET", path) as response:
             if response.status_code >= 400:
                 await response.aread()
@@ -141,6 +157,17 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="Qdrant api key (default: $QDRANT_API_KEY, else the config's upstream.api_key)")
 
 
-def fail(message: str) -> int:
-    print(message, file=sys.stderr)
-    return 1
+
+def positive_int(text: str) -> int:
+    """An argparse type: argparse names the flag in its message."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path
+from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path, positive_int
 from proxy.cli.migrate.layout import LayoutError, describe_layout, green_create_request, index_requests, index_type
 
 
@@ -12,7 +12,7 @@ def add_parser(commands, parents) -> None:
     parser = commands.add_parser("create-green", parents=parents, help="create GREEN with BLUE's layout and payload indexes")
     parser.add_argument("--from", dest="source", required=True, metavar="BLUE")
     parser.add_argument("--to", dest="target", required=True, metavar="GREEN")
-    parser.add_argument("--size", type=int, help="the new model's vector size")
+    parser.add_argument("--size", type=positive_int, help="the new model's vector size")
     parser.add_argument("--distance", help="Cosine, Euclid, Dot or Manhattan")
     parser.add_argument("--vector", metavar="NAME", help="the named vector --size/--distance apply to")
     parser.add_argument("--if-not-exists", action="store_true", help="GREEN existing is not an error (left unchanged)")

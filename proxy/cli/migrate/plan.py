@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path
+from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path, positive_float, positive_int
 from proxy.cli.migrate.layout import LayoutError, pick_vector, vector_names, vector_params, vectors_of
 from proxy.cli.migrate.progress import format_duration
 
@@ -27,10 +27,10 @@ RATE_SAMPLE = 512
 def add_parser(commands, parents) -> None:
     parser = commands.add_parser("plan", parents=parents, help="sizes of BLUE and of GREEN with new parameters; backfill time")
     parser.add_argument("--from", dest="source", required=True, metavar="BLUE")
-    parser.add_argument("--size", type=int, help="GREEN's vector size (the new model's)")
+    parser.add_argument("--size", type=positive_int, help="GREEN's vector size (the new model's)")
     parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, help="GREEN's quantization (default: BLUE's)")
     parser.add_argument("--vector", metavar="NAME", help="the named vector --size applies to")
-    parser.add_argument("--rate", type=float, help="backfill rate in points/s (default: measured scroll rate of BLUE)")
+    parser.add_argument("--rate", type=positive_float, help="backfill rate in points/s (default: measured scroll rate of BLUE)")
     parser.set_defaults(run=run)
 
 
