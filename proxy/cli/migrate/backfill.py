@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from proxy.embedding.embedders import EmbedderError
-from proxy.cli.migrate.checkpoint import Checkpoint, fingerprint
+from proxy.cli.migrate.checkpoint import Checkpoint, default_checkpoint, fingerprint
 from proxy.cli.migrate.client import (MigrateError, QdrantRest, Target, UpstreamError, UpstreamUnreachable, collection_path,
                                       positive_float, positive_int)
 from proxy.cli.migrate.layout import LayoutError, payload_differences, pick_vector, same_vector, vector_params, vectors_of
@@ -36,7 +36,8 @@ def add_parser(commands, parents) -> None:
     parser.add_argument("--to", dest="target", required=True, metavar="GREEN")
     parser.add_argument("--batch", type=positive_int, default=256, help="points per scroll page and upsert (default 256)")
     parser.add_argument("--rate", type=positive_float, help="at most this many points per second")
-    parser.add_argument("--checkpoint", metavar="PATH", help="default: backfill-BLUE-to-GREEN.checkpoint.json here")
+    parser.add_argument("--checkpoint", metavar="PATH", help="default: backfill-BLUE-to-GREEN.checkpoint.json in "
+                        "$XDG_STATE_HOME/bluegreen-proxy/backfill (~/.local/state/bluegreen-proxy/backfill)")
     parser.add_argument("--embedder", metavar="NAME", help="re-embed with this embedder of the config's `embedders`")
     parser.add_argument("--text-field", metavar="FIELD", help="re-embed: the payload field holding the text")
     parser.add_argument("--vector", metavar="NAME", help="re-embed: GREEN's named vector to fill (default: its only one)")
@@ -54,10 +55,6 @@ def parse_stamps(stamps: list[str]) -> dict[str, str]:
             raise MigrateError(f"--stamp {stamp!r}: expected FIELD=VALUE")
         parsed[field] = value
     return parsed
-
-
-def default_checkpoint(source: str, target: str) -> Path:
-    return Path(f"backfill-{source}-to-{target}.checkpoint.json")
 
 
 class BackfillStopped(MigrateError):
@@ -209,13 +206,20 @@ class Backfill:
 
     # ------------------------------------------------------------ the run
 
+    async def report_finished(self, checkpoint: Checkpoint) -> None:
+        """A finished checkpoint ends the command: say so, when it finished and whether BLUE has changed since."""
+        source = self.args.source
+        now = await self.qdrant.count(source)
+        changed = f" {source} now has {now} points, {checkpoint.scanned} when it finished." if now != checkpoint.scanned else ""
+        print(f"backfill {source} -> {self.args.target} is already complete per the checkpoint {self.checkpoint_path} "
+              f"of {checkpoint.updated_at} ({checkpoint.scanned} points scanned, {checkpoint.written} written): nothing done."
+              f"{changed} To scan again, delete it or pass another --checkpoint (points already identical are not rewritten).")
+
     async def run(self) -> int:
         args = self.args
         checkpoint = self.load_checkpoint()
         if checkpoint.complete:
-            print(f"backfill {args.source} -> {args.target} is already complete ({checkpoint.scanned} points scanned, "
-                  f"{checkpoint.written} written) per {self.checkpoint_path}: nothing to do "
-                  "(delete the checkpoint to scan again; points already identical are not rewritten)")
+            await self.report_finished(checkpoint)
             return 0
         green_info = await self.qdrant.info(args.target)
         if self.reembed:
@@ -227,6 +231,7 @@ class Backfill:
               + (f", at most {args.rate:g} points/s" if args.rate else "")
               + (f"; resuming after {checkpoint.scanned} points (offset {checkpoint.next_offset})" if resumed else ""),
               flush=True)
+        print(f"checkpoint {self.checkpoint_path}", flush=True)
         progress = Progress(f"{args.source} -> {args.target}", total, done=checkpoint.scanned)
         started, settled, written, skipped = time.monotonic(), 0, 0, 0
         try:
