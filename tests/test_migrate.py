@@ -14,7 +14,8 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from proxy.cli.migrate.checkpoint import Checkpoint
-from proxy.cli.migrate.layout import green_create_request, same_vector
+from proxy.cli.migrate.green_layout import green_create_request
+from proxy.cli.migrate.point_compare import same_vector
 from tests.faults import clear_faults, set_fault, start_fault_proxy
 from tests.support import REPO_ROOT, qdrant_client, wait_until
 

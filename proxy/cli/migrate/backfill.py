@@ -20,8 +20,10 @@ from proxy.embedding.embedders import EmbedderError
 from proxy.cli.migrate.checkpoint import Checkpoint, default_checkpoint, fingerprint
 from proxy.cli.migrate.client import (MigrateError, QdrantRest, Target, UpstreamError, UpstreamUnreachable, collection_path,
                                       positive_float, positive_int)
-from proxy.cli.migrate.layout import LayoutError, payload_differences, pick_vector, same_vector, vector_params, vectors_of
+from proxy.cli.migrate.green_layout import LayoutError, pick_vector
+from proxy.cli.migrate.point_compare import payload_differences, same_vector
 from proxy.cli.migrate.progress import Progress
+from routing.layout import vector_params, vectors_of
 
 # An embedder that cannot load its model, answers the wrong dimension or was closed will not recover
 # by waiting; timeouts, connection failures and error statuses of a service may.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path, positive_int
-from proxy.cli.migrate.layout import LayoutError, describe_layout, green_create_request, index_requests, index_type
+from proxy.cli.migrate.green_layout import LayoutError, describe_layout, green_create_request, index_requests, index_type
 
 
 def add_parser(commands, parents) -> None:

@@ -14,8 +14,9 @@ import json
 import time
 
 from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path, positive_float, positive_int
-from proxy.cli.migrate.layout import LayoutError, pick_vector, vector_names, vector_params, vectors_of
+from proxy.cli.migrate.green_layout import LayoutError, pick_vector
 from proxy.cli.migrate.progress import format_duration
+from routing.layout import vector_names, vector_params, vectors_of
 
 DATATYPE_BYTES = {"float32": 4, "float16": 2, "uint8": 1}
 QUANTIZATION_CHOICES = ("none", "int8", "binary", "binary-1.5bit", "binary-2bit",

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from proxy.cli.compare import UsageError, read_queries
 from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
-from proxy.cli.migrate.layout import index_type, is_unnamed, payload_differences, vector_names, vector_params, vectors_of
+from proxy.cli.migrate.green_layout import index_type
+from proxy.cli.migrate.point_compare import payload_differences
 from routing.config import Preflight
+from routing.layout import is_unnamed, vector_names, vector_params, vectors_of
 from routing.overlap import overlap_at_k, rank_biased_overlap, ranked_ids
 from routing.preflight import evaluate_preflight
 
