@@ -545,7 +545,7 @@ def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path, monkeypatc
     import argparse
     import asyncio
 
-    from proxy.cli.migrate.client import MigrateError, QdrantRest, Target
+    from proxy.cli.migrate.connection import MigrateError, Target
     from tests.support import ServerProcess, free_port
 
     config = tmp_path / "bluegreen.yaml"
@@ -566,7 +566,7 @@ def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path, monkeypatc
 
     with ServerProcess([sys.executable, "-m", "tests.echo_upstream", "--port", str(port)], echo_url + "/", tmp_path / "echo.log"):
         async def call() -> dict:
-            async with QdrantRest(target) as qdrant:
+            async with target.client() as qdrant:
                 return await qdrant.call("GET", "/collections/my%20coll")
 
         echoed = asyncio.run(call())

@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from proxy.embedding.embedders import EmbedderError
+from proxy.cli.exit_codes import EXIT_OK
 from proxy.cli.migrate.checkpoint import Checkpoint, default_checkpoint, fingerprint
-from proxy.cli.migrate.client import (MigrateError, QdrantRest, Target, UpstreamError, UpstreamUnreachable, collection_path,
-                                      positive_float, positive_int)
+from proxy.cli.migrate.connection import MigrateError, Target, positive_float, positive_int
 from proxy.cli.migrate.green_layout import LayoutError, pick_vector
 from proxy.cli.migrate.point_compare import payload_differences, same_vector
 from proxy.cli.migrate.progress import Progress
+from proxy.cli.qdrant_rest import QdrantRest, UpstreamError, UpstreamUnreachable, collection_path
+from proxy.embedding.embedders import EmbedderError
 from routing.layout import vector_params, vectors_of
 
 # An embedder that cannot load its model, answers the wrong dimension or was closed will not recover
@@ -222,7 +223,7 @@ class Backfill:
         checkpoint = self.load_checkpoint()
         if checkpoint.complete:
             await self.report_finished(checkpoint)
-            return 0
+            return EXIT_OK
         green_info = await self.qdrant.info(args.target)
         if self.reembed:
             await self.prepare_reembed(green_info)
@@ -264,11 +265,11 @@ class Backfill:
               f"{settled - written - skipped} already identical"
               + (f", {skipped} without text in {args.text_field} (not copied)" if skipped else "")
               + f"; in all {checkpoint.scanned} points, checkpoint {self.checkpoint_path}")
-        return 0
+        return EXIT_OK
 
 
 async def run(args: argparse.Namespace, target: Target) -> int:
-    async with QdrantRest(target) as qdrant:
+    async with target.client() as qdrant:
         backfill = Backfill(args, target, qdrant)
         try:
             return await backfill.run()

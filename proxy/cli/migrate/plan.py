@@ -13,9 +13,11 @@ import argparse
 import json
 import time
 
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path, positive_float, positive_int
+from proxy.cli.exit_codes import EXIT_OK
+from proxy.cli.migrate.connection import MigrateError, Target, positive_float, positive_int
 from proxy.cli.migrate.green_layout import LayoutError, pick_vector
 from proxy.cli.migrate.progress import format_duration
+from proxy.cli.qdrant_rest import collection_path
 from routing.layout import vector_names, vector_params, vectors_of
 
 DATATYPE_BYTES = {"float32": 4, "float16": 2, "uint8": 1}
@@ -89,7 +91,7 @@ def _print_estimate(label: str, points: int, figures: dict) -> None:
 
 
 async def run(args: argparse.Namespace, target: Target) -> int:
-    async with QdrantRest(target) as qdrant:
+    async with target.client() as qdrant:
         info = await qdrant.info(args.source)
         points = await qdrant.count(args.source)
         sample = await qdrant.call("POST", collection_path(args.source, "points/scroll"),
@@ -134,4 +136,4 @@ async def run(args: argparse.Namespace, target: Target) -> int:
         print(f"backfill: {points} points at {rate:.0f} points/s ({source}): ~{format_duration(points / rate)}")
     else:
         print("backfill: no rate (empty collection); pass --rate N")
-    return 0
+    return EXIT_OK
