@@ -237,8 +237,10 @@ def _ids(ids: list) -> str:
     return ", ".join(str(point) for point in ids) or "-"
 
 
-def compare(config: Config, options: CompareOptions, out: TextIO = sys.stdout) -> int:
-    """Compare, print the table (or JSON) and return the exit status; UsageError for what the caller must fix."""
+def compare(config: Config, options: CompareOptions, out: TextIO | None = None) -> int:
+    """Compare, print the table (or JSON) to `out` (default: stdout at the call) and return the exit
+    status; UsageError for what the caller must fix."""
+    out = out or sys.stdout
     route_name, k, min_overlap = options.route, options.k, options.min_overlap
     if route_name not in config.routes:
         raise UsageError(f"no route named `{route_name}` (routes: {', '.join(config.routes) or 'none'})")
