@@ -19,7 +19,7 @@ from proxy.embedding.embedders import EmbedderSet
 from proxy.dataplane.inference import TextInference
 from proxy.metrics import Metrics
 from proxy.host import allow_open_files, freeze_start_up_objects, keep_large_blocks_returnable
-from proxy.process import EmbeddedUpstream, EmbeddedUpstreamError  # noqa: F401 - the CLI reports EmbeddedUpstreamError
+from proxy.process import EmbeddedUpstream
 from proxy.dataplane.protocol import limited_protocol
 from proxy.control.reload import ConfigReloader, read_config
 from proxy.dataplane.live import LiveConfig, Snapshot

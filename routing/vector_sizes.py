@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from routing.layout import dense_sizes, vectors_of
 from routing.operations import SEARCH_OPERATIONS
 
 _BATCH = frozenset(op for op in SEARCH_OPERATIONS if op.endswith("_batch"))
@@ -82,17 +83,7 @@ def _is_number(value: Any) -> bool:
 def vector_sizes(collection_info: Any) -> dict[str, int] | None:
     """Vector name ("" for the unnamed one) -> size, from `GET /collections/{name}`'s `result`;
     None when it does not say."""
-    try:
-        vectors = collection_info["config"]["params"]["vectors"]
-    except (KeyError, TypeError):
-        return None
-    if not isinstance(vectors, dict):
-        return None
-    if isinstance(vectors.get("size"), int):
-        return {"": vectors["size"]}
-    sizes = {name: params["size"] for name, params in vectors.items()
-             if isinstance(params, dict) and isinstance(params.get("size"), int)}
-    return sizes or None
+    return dense_sizes(vectors_of(collection_info)) or None
 
 
 def fits(vectors: list[tuple[str, int]], sizes: dict[str, int]) -> bool:

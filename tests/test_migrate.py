@@ -14,7 +14,8 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from proxy.cli.migrate.checkpoint import Checkpoint
-from proxy.cli.migrate.layout import green_create_request, same_vector
+from proxy.cli.migrate.green_layout import green_create_request
+from proxy.cli.migrate.point_compare import same_vector
 from tests.faults import clear_faults, set_fault, start_fault_proxy
 from tests.support import REPO_ROOT, qdrant_client, wait_until
 
@@ -544,7 +545,7 @@ def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path, monkeypatc
     import argparse
     import asyncio
 
-    from proxy.cli.migrate.client import MigrateError, QdrantRest, Target
+    from proxy.cli.migrate.connection import MigrateError, Target
     from tests.support import ServerProcess, free_port
 
     config = tmp_path / "bluegreen.yaml"
@@ -565,7 +566,7 @@ def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path, monkeypatc
 
     with ServerProcess([sys.executable, "-m", "tests.echo_upstream", "--port", str(port)], echo_url + "/", tmp_path / "echo.log"):
         async def call() -> dict:
-            async with QdrantRest(target) as qdrant:
+            async with target.client() as qdrant:
                 return await qdrant.call("GET", "/collections/my%20coll")
 
         echoed = asyncio.run(call())

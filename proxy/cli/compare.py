@@ -23,14 +23,53 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Hashable, TextIO
 
-import httpx
-
+from proxy.cli.config_file import config_and_upstream
+from proxy.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from proxy.cli.qdrant_rest import QdrantRest, UnreadableAnswer, UpstreamError, UpstreamUnreachable
 from routing.config import Config, Route
 from routing.overlap import UnreadableResult, overlap_at_k, rank_biased_overlap, ranked_ids
 from routing.rewrite import rewrite_body_collections
 from routing.table import BLUE, GREEN, RouteTable, quote_segment
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("compare", help="run a file of queries on both colours and score their agreement")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("route")
+    parser.add_argument("--queries", required=True, help="JSON lines, one Query API body each")
+    parser.add_argument("--k", type=int, default=10, help="compare the top k ids (default 10)")
+    parser.add_argument("--min-overlap", type=float, help="exit 1 when the mean overlap@k is below this")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--upstream", help="upstream URL (default: upstream.url of the config)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Both colours' answers to a file of queries, scored."""
+    from proxy.cli.tool_logging import configure_tool_logging
+
+    configure_tool_logging()
+    config, upstream_url = config_and_upstream(args)
+    if config is None:
+        return EXIT_USAGE
+    options = CompareOptions(args.route, args.queries, args.k, args.min_overlap, args.json, upstream_url)
+    try:
+        return compare(config, options)
+    except UsageError as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """What to compare and how to report it: the command's flags, with the upstream resolved."""
+
+    route: str
+    queries_path: str
+    k: int
+    min_overlap: float | None
+    as_json: bool
+    upstream_url: str
 
 
 class UsageError(ValueError):
@@ -81,7 +120,7 @@ class EmbeddingFailed(RuntimeError):
     """A colour's embedder could not embed the file's texts."""
 
 
-def embed_texts(config: Config, route: Route, queries: list[tuple[int, dict]]) -> dict[tuple[int, str], list[float]]:
+async def embed_texts(config: Config, route: Route, queries: list[tuple[int, dict]]) -> dict[tuple[int, str], list[float]]:
     """(line, colour) -> that colour's query embedding of the line's text, for every text line."""
     from proxy.embedding.embedders import EmbedderError, build_embedder  # the embed extra, only when needed
     from routing.documents import UNNAMED
@@ -97,39 +136,34 @@ def embed_texts(config: Config, route: Route, queries: list[tuple[int, dict]]) -
                 raise UsageError(f"line {line}: the route has no {colour} embedder for vector `{vector or '(unnamed)'}`")
             plan.setdefault(name, []).append((line, colour, str(body["text"])))
 
-    async def run() -> dict[tuple[int, str], list[float]]:
-        vectors = {}
-        for name, wanted in plan.items():
-            embedder = build_embedder(name, config.embedders[name])
-            try:
-                embedded = await embedder.embed([text for _, _, text in wanted], "query")
-            except EmbedderError as exc:
-                raise EmbeddingFailed(f"embedder `{name}`: {exc}") from None
-            finally:
-                await embedder.close()
-            vectors.update({(line, colour): vector for (line, colour, _), vector in zip(wanted, embedded)})
-        return vectors
-
-    return asyncio.run(run()) if plan else {}
+    vectors = {}
+    for name, wanted in plan.items():
+        embedder = build_embedder(name, config.embedders[name])
+        try:
+            embedded = await embedder.embed([text for _, _, text in wanted], "query")
+        except EmbedderError as exc:
+            raise EmbeddingFailed(f"embedder `{name}`: {exc}") from None
+        finally:
+            await embedder.close()
+        vectors.update({(line, colour): vector for (line, colour, _), vector in zip(wanted, embedded)})
+    return vectors
 
 
-def compare_route(config: Config, route_name: str, queries: list[tuple[int, dict]], k: int, upstream_url: str) -> list[QueryComparison]:
+async def compare_route(config: Config, route_name: str, queries: list[tuple[int, dict]], k: int,
+                        upstream_url: str) -> list[QueryComparison]:
     route = config.routes[route_name]
     table = RouteTable(config)
-    embeddings = embed_texts(config, route, queries)
-    headers = {"content-type": "application/json"}
-    if config.upstream.api_key:
-        headers["api-key"] = config.upstream.api_key
+    embeddings = await embed_texts(config, route, queries)
     results = []
-    with httpx.Client(base_url=upstream_url, headers=headers, timeout=config.upstream.timeout) as client:
+    async with QdrantRest(upstream_url, config.upstream.api_key, config.upstream.timeout) as qdrant:
         for line, body in queries:
             sized = body if "limit" in body else {**body, "limit": k}
-            results.append(_compare_one(client, table, route, line, sized, k, embeddings))
+            results.append(await _compare_one(qdrant, table, route, line, sized, k, embeddings))
     return results
 
 
-def _compare_one(client: httpx.Client, table: RouteTable, route: Route, line: int, body: dict, k: int,
-                 embeddings: dict[tuple[int, str], list[float]]) -> QueryComparison:
+async def _compare_one(qdrant: QdrantRest, table: RouteTable, route: Route, line: int, body: dict, k: int,
+                       embeddings: dict[tuple[int, str], list[float]]) -> QueryComparison:
     answers: dict[str, list[Hashable]] = {}
     for colour, collection in ((BLUE, route.blue), (GREEN, route.green)):
         if _is_text(body):  # this colour's own model's embedding of the text
@@ -142,14 +176,15 @@ def _compare_one(client: httpx.Client, table: RouteTable, route: Route, line: in
             raw, lambda name, colour=colour: (r.collection(colour) if (r := table.routes.get(name)) else None)
         ) or raw
         try:
-            response = client.post(f"/collections/{quote_segment(collection)}/points/query", content=raw)
-        except httpx.HTTPError as exc:
-            return QueryComparison(line, error=f"{colour} ({collection}): no answer: {exc}")
-        if response.status_code != 200:
-            return QueryComparison(line, error=f"{colour} ({collection}) answered {response.status_code}: {_error_text(response)}")
-        try:
-            answers[colour] = ranked_ids("query", response.json().get("result"))[0]
-        except (ValueError, AttributeError, UnreadableResult) as exc:
+            result = await qdrant.call("POST", f"/collections/{quote_segment(collection)}/points/query", content=raw)
+            answers[colour] = ranked_ids("query", result)[0]
+        except UpstreamUnreachable as exc:
+            return QueryComparison(line, error=f"{colour} ({collection}): no answer: {exc.cause}")
+        except UpstreamError as exc:
+            return QueryComparison(line, error=f"{colour} ({collection}) answered {exc.status}: {exc.message}")
+        except UnreadableAnswer as exc:
+            return QueryComparison(line, error=f"{colour} ({collection}): not a search result: {exc.detail}")
+        except UnreadableResult as exc:
             return QueryComparison(line, error=f"{colour} ({collection}): not a search result: {exc}")
     blue, green = answers[BLUE][:k], answers[GREEN][:k]
     return QueryComparison(
@@ -161,13 +196,6 @@ def _compare_one(client: httpx.Client, table: RouteTable, route: Route, line: in
         blue_ids=blue,
         green_ids=green,
     )
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        return response.json()["status"]["error"]
-    except (ValueError, KeyError, TypeError):
-        return response.text[:200] or response.reason_phrase
 
 
 def summary(results: list[QueryComparison]) -> dict:
@@ -209,21 +237,23 @@ def _ids(ids: list) -> str:
     return ", ".join(str(point) for point in ids) or "-"
 
 
-def run(config: Config, route_name: str, queries_path: str, k: int, min_overlap: float | None,
-        as_json: bool, upstream_url: str, out: TextIO = sys.stdout) -> int:
-    """The command; UsageError for what the caller must fix."""
+def compare(config: Config, options: CompareOptions, out: TextIO | None = None) -> int:
+    """Compare, print the table (or JSON) to `out` (default: stdout at the call) and return the exit
+    status; UsageError for what the caller must fix."""
+    out = out or sys.stdout
+    route_name, k, min_overlap = options.route, options.k, options.min_overlap
     if route_name not in config.routes:
         raise UsageError(f"no route named `{route_name}` (routes: {', '.join(config.routes) or 'none'})")
     if k < 1:
         raise UsageError("--k: must be >= 1")
     route = config.routes[route_name]
-    queries = read_queries(queries_path)
+    queries = read_queries(options.queries_path)
     if route.embed is None:
         for line, body in queries:
             if _is_text(body):
-                raise UsageError(f"{queries_path}:{line}: a text query needs the route's embedders (a route with `embed`)")
+                raise UsageError(f"{options.queries_path}:{line}: a text query needs the route's embedders (a route with `embed`)")
     try:
-        results = compare_route(config, route_name, queries, k, upstream_url)
+        results = asyncio.run(compare_route(config, route_name, queries, k, options.upstream_url))
     except EmbeddingFailed as exc:
         print(f"compare: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -231,7 +261,7 @@ def run(config: Config, route_name: str, queries_path: str, k: int, min_overlap:
     mean = totals["mean_overlap"]
     below = min_overlap is not None and (mean is None or mean < min_overlap)
     passed = not below and not totals["failed"]
-    if as_json:
+    if options.as_json:
         document = {
             "route": route_name, "blue": route.blue, "green": route.green, "k": k,
             "results": [asdict(result) for result in results], **totals,

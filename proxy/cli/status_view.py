@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -28,6 +27,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from proxy.cli.admin_client import AdminClient
+from proxy.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from routing.operations import READ_OPERATIONS
 
 WINDOW_SECONDS = 60.0
@@ -157,22 +158,13 @@ class RecentFigures:
         return {reason: count for (name, reason), count in self.samples[-1].rollbacks.items() if name == route and count}
 
 
-class AdminSource:
-    """The proxy's admin listener: /admin/routes and /metrics (neither needs the token)."""
+def read_sample(admin: AdminClient) -> Sample:
+    """The proxy's /metrics now, as one sample."""
+    return Sample.parse(admin.get("/metrics").decode("utf-8", errors="replace"), time.monotonic())
 
-    def __init__(self, admin_url: str, timeout: float = 5.0):
-        self.admin_url = admin_url.rstrip("/")
-        self.timeout = timeout
 
-    def _get(self, path: str) -> bytes:
-        with urllib.request.urlopen(self.admin_url + path, timeout=self.timeout) as response:
-            return response.read()
-
-    def routes(self) -> dict:
-        return json.loads(self._get("/admin/routes"))
-
-    def sample(self) -> Sample:
-        return Sample.parse(self._get("/metrics").decode("utf-8", errors="replace"), time.monotonic())
+def read_routes(admin: AdminClient) -> dict:
+    return json.loads(admin.get("/admin/routes"))
 
 
 # ------------------------------------------------------------------ rendering
@@ -291,10 +283,9 @@ def _unreachable(admin_url: str, exc: Exception) -> str:
     return f"bluegreen-proxy status: cannot reach the admin listener at {admin_url}: {exc}"
 
 
-def run(admin_url: str, once: bool, console: Console | None = None) -> int:
+def run(admin: AdminClient, once: bool, console: Console | None = None) -> int:
     """--once: one frame from two samples a second apart (exit 1 if the proxy cannot be reached);
     --watch: redraw every second until Ctrl-C, riding out an unreachable proxy."""
-    source = AdminSource(admin_url)
     recent = RecentFigures()
     if console is None:
         console = Console()
@@ -302,26 +293,26 @@ def run(admin_url: str, once: bool, console: Console | None = None) -> int:
             console = Console(width=PIPED_WIDTH)
     if once:
         try:
-            recent.add(source.sample())
+            recent.add(read_sample(admin))
             time.sleep(REFRESH_SECONDS)
-            document = source.routes()
-            recent.add(source.sample())
+            document = read_routes(admin)
+            recent.add(read_sample(admin))
         except (OSError, ValueError) as exc:
-            Console(stderr=True).print(_unreachable(admin_url, exc), style="red", markup=False)
-            return 1
-        console.print(render(document, recent, admin_url))
-        return 0
+            Console(stderr=True).print(_unreachable(admin.url, exc), style="red", markup=False)
+            return EXIT_FAILED
+        console.print(render(document, recent, admin.url))
+        return EXIT_OK
 
     try:
         with Live(console=console, auto_refresh=False) as live:
             while True:
                 started = time.monotonic()
                 try:
-                    document = source.routes()
-                    recent.add(source.sample())
-                    live.update(render(document, recent, admin_url), refresh=True)
+                    document = read_routes(admin)
+                    recent.add(read_sample(admin))
+                    live.update(render(document, recent, admin.url), refresh=True)
                 except (OSError, ValueError) as exc:
-                    live.update(Text(_unreachable(admin_url, exc) + "; retrying", style="bold red"), refresh=True)
+                    live.update(Text(_unreachable(admin.url, exc) + "; retrying", style="bold red"), refresh=True)
                 time.sleep(max(0.0, REFRESH_SECONDS - (time.monotonic() - started)))
     except KeyboardInterrupt:  # Ctrl-C is how a watch ends
-        return 0
+        return EXIT_OK

@@ -1,7 +1,7 @@
 """`bluegreen-proxy migrate SUBCOMMAND`: the migration runbook as commands.
 
 create-green -> backfill -> validate -> (the proxy's rollout) -> promote -> decommission; plan first.
-One module per subcommand; client.py talks to Qdrant's REST API with httpx.
+One module per subcommand; connection.py says which upstream, proxy/cli/qdrant_rest.py talks to it.
 """
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import argparse
 import asyncio
 import sys
 
+from proxy.cli.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED
 from proxy.cli.migrate import backfill, create_green, decommission, plan, promote, validate
-from proxy.cli.migrate.client import MigrateError, Target, add_connection_flags
+from proxy.cli.migrate.connection import MigrateError, Target, add_connection_flags
+from proxy.cli.qdrant_rest import QdrantRestError
+from proxy.cli.tool_logging import configure_tool_logging
 
 SUBCOMMANDS = (create_green, backfill, validate, promote, decommission, plan)
 
@@ -26,15 +29,16 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    configure_tool_logging()
     try:
         target = Target.from_args(args)
         return asyncio.run(args.run(args, target))
-    except MigrateError as exc:
+    except (MigrateError, QdrantRestError) as exc:
         print(f"migrate {args.migrate_command}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"migrate {args.migrate_command}: interrupted", file=sys.stderr)
-        return 130  # 128 + SIGINT, as shells report it
-    except OSError as exc:  # includes httpx's transport errors' causes and file errors
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # files: the checkpoint, the archive
         print(f"migrate {args.migrate_command}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED

@@ -16,13 +16,15 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-import httpx
-
-from proxy.embedding.embedders import EmbedderError
-from proxy.cli.migrate.checkpoint import Checkpoint, fingerprint
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
-from proxy.cli.migrate.layout import LayoutError, payload_differences, pick_vector, same_vector, vector_params, vectors_of
+from proxy.cli.exit_codes import EXIT_OK
+from proxy.cli.migrate.checkpoint import Checkpoint, default_checkpoint, fingerprint
+from proxy.cli.migrate.connection import MigrateError, Target, positive_float, positive_int
+from proxy.cli.migrate.green_layout import LayoutError, pick_vector
+from proxy.cli.migrate.point_compare import payload_differences, same_vector
 from proxy.cli.migrate.progress import Progress
+from proxy.cli.qdrant_rest import QdrantRest, UpstreamError, UpstreamUnreachable, collection_path
+from proxy.embedding.embedders import EmbedderError
+from routing.layout import vector_params, vectors_of
 
 # An embedder that cannot load its model, answers the wrong dimension or was closed will not recover
 # by waiting; timeouts, connection failures and error statuses of a service may.
@@ -35,9 +37,10 @@ def add_parser(commands, parents) -> None:
     parser = commands.add_parser("backfill", parents=parents, help="copy (or re-embed) BLUE's points into GREEN, resumably")
     parser.add_argument("--from", dest="source", required=True, metavar="BLUE")
     parser.add_argument("--to", dest="target", required=True, metavar="GREEN")
-    parser.add_argument("--batch", type=_positive_int, default=256, help="points per scroll page and upsert (default 256)")
-    parser.add_argument("--rate", type=_positive_float, help="at most this many points per second")
-    parser.add_argument("--checkpoint", metavar="PATH", help="default: backfill-BLUE-to-GREEN.checkpoint.json here")
+    parser.add_argument("--batch", type=positive_int, default=256, help="points per scroll page and upsert (default 256)")
+    parser.add_argument("--rate", type=positive_float, help="at most this many points per second")
+    parser.add_argument("--checkpoint", metavar="PATH", help="default: backfill-BLUE-to-GREEN.checkpoint.json in "
+                        "$XDG_STATE_HOME/bluegreen-proxy/backfill (~/.local/state/bluegreen-proxy/backfill)")
     parser.add_argument("--embedder", metavar="NAME", help="re-embed with this embedder of the config's `embedders`")
     parser.add_argument("--text-field", metavar="FIELD", help="re-embed: the payload field holding the text")
     parser.add_argument("--vector", metavar="NAME", help="re-embed: GREEN's named vector to fill (default: its only one)")
@@ -45,20 +48,6 @@ def add_parser(commands, parents) -> None:
                         help="write FIELD=VALUE (a string) into every copied point's payload; repeatable")
     parser.add_argument("--retries", type=int, default=5, help="retries of a failed call before stopping (default 5)")
     parser.set_defaults(run=run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
 
 
 def parse_stamps(stamps: list[str]) -> dict[str, str]:
@@ -69,10 +58,6 @@ def parse_stamps(stamps: list[str]) -> dict[str, str]:
             raise MigrateError(f"--stamp {stamp!r}: expected FIELD=VALUE")
         parsed[field] = value
     return parsed
-
-
-def default_checkpoint(source: str, target: str) -> Path:
-    return Path(f"backfill-{source}-to-{target}.checkpoint.json")
 
 
 class BackfillStopped(MigrateError):
@@ -143,7 +128,9 @@ class Backfill:
                 if not exc.retryable:
                     raise BackfillStopped(f"{what} was refused: {exc.status} {exc.message}") from None
                 error = f"{exc.status} {exc.message}"
-            except (httpx.TransportError, OSError) as exc:
+            except UpstreamUnreachable as exc:
+                error = exc.reason
+            except OSError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             except EmbedderError as exc:
                 if exc.kind in PERMANENT_EMBEDDER_FAILURES:
@@ -222,14 +209,21 @@ class Backfill:
 
     # ------------------------------------------------------------ the run
 
+    async def report_finished(self, checkpoint: Checkpoint) -> None:
+        """A finished checkpoint ends the command: say so, when it finished and whether BLUE has changed since."""
+        source = self.args.source
+        now = await self.qdrant.count(source)
+        changed = f" {source} now has {now} points, {checkpoint.scanned} when it finished." if now != checkpoint.scanned else ""
+        print(f"backfill {source} -> {self.args.target} is already complete per the checkpoint {self.checkpoint_path} "
+              f"of {checkpoint.updated_at} ({checkpoint.scanned} points scanned, {checkpoint.written} written): nothing done."
+              f"{changed} To scan again, delete it or pass another --checkpoint (points already identical are not rewritten).")
+
     async def run(self) -> int:
         args = self.args
         checkpoint = self.load_checkpoint()
         if checkpoint.complete:
-            print(f"backfill {args.source} -> {args.target} is already complete ({checkpoint.scanned} points scanned, "
-                  f"{checkpoint.written} written) per {self.checkpoint_path}: nothing to do "
-                  "(delete the checkpoint to scan again; points already identical are not rewritten)")
-            return 0
+            await self.report_finished(checkpoint)
+            return EXIT_OK
         green_info = await self.qdrant.info(args.target)
         if self.reembed:
             await self.prepare_reembed(green_info)
@@ -240,6 +234,7 @@ class Backfill:
               + (f", at most {args.rate:g} points/s" if args.rate else "")
               + (f"; resuming after {checkpoint.scanned} points (offset {checkpoint.next_offset})" if resumed else ""),
               flush=True)
+        print(f"checkpoint {self.checkpoint_path}", flush=True)
         progress = Progress(f"{args.source} -> {args.target}", total, done=checkpoint.scanned)
         started, settled, written, skipped = time.monotonic(), 0, 0, 0
         try:
@@ -270,11 +265,11 @@ class Backfill:
               f"{settled - written - skipped} already identical"
               + (f", {skipped} without text in {args.text_field} (not copied)" if skipped else "")
               + f"; in all {checkpoint.scanned} points, checkpoint {self.checkpoint_path}")
-        return 0
+        return EXIT_OK
 
 
 async def run(args: argparse.Namespace, target: Target) -> int:
-    async with QdrantRest(target) as qdrant:
+    async with target.client() as qdrant:
         backfill = Backfill(args, target, qdrant)
         try:
             return await backfill.run()

@@ -9,6 +9,10 @@
 `complete: false` means nothing was done yet. The fingerprint covers what decides the copy's content
 (source, target, mode, embedder, text field, vector, stamps), not --batch or --rate, which may change
 between runs.
+
+Where it lives by default: `backfill-BLUE-to-GREEN.checkpoint.json` in the user's state directory
+(`$XDG_STATE_HOME/bluegreen-proxy/backfill/`, else `~/.local/state/bluegreen-proxy/backfill/`), so a run
+from a checkout leaves nothing in it; `--checkpoint PATH` chooses another file.
 """
 from __future__ import annotations
 
@@ -25,6 +29,13 @@ VERSION = 1
 
 def fingerprint(arguments: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
+
+
+def default_checkpoint(source: str, target: str) -> Path:
+    state_home = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state_home):  # unset, or relative (which the XDG spec says to ignore)
+        state_home = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state_home) / "bluegreen-proxy" / "backfill" / f"backfill-{source}-to-{target}.checkpoint.json"
 
 
 def _now() -> str:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path
-from proxy.cli.migrate.layout import LayoutError, describe_layout, green_create_request, index_requests, index_type
+from proxy.cli.exit_codes import EXIT_OK
+from proxy.cli.migrate.connection import MigrateError, Target, positive_int
+from proxy.cli.migrate.green_layout import LayoutError, describe_layout, green_create_request, index_requests, index_type
+from proxy.cli.qdrant_rest import collection_path
 
 
 def add_parser(commands, parents) -> None:
     parser = commands.add_parser("create-green", parents=parents, help="create GREEN with BLUE's layout and payload indexes")
     parser.add_argument("--from", dest="source", required=True, metavar="BLUE")
     parser.add_argument("--to", dest="target", required=True, metavar="GREEN")
-    parser.add_argument("--size", type=int, help="the new model's vector size")
+    parser.add_argument("--size", type=positive_int, help="the new model's vector size")
     parser.add_argument("--distance", help="Cosine, Euclid, Dot or Manhattan")
     parser.add_argument("--vector", metavar="NAME", help="the named vector --size/--distance apply to")
     parser.add_argument("--if-not-exists", action="store_true", help="GREEN existing is not an error (left unchanged)")
@@ -20,11 +22,11 @@ def add_parser(commands, parents) -> None:
 
 
 async def run(args: argparse.Namespace, target: Target) -> int:
-    async with QdrantRest(target) as qdrant:
+    async with target.client() as qdrant:
         if await qdrant.exists(args.target):
             if args.if_not_exists:
                 print(f"{args.target} exists: left unchanged (--if-not-exists)")
-                return 0
+                return EXIT_OK
             raise MigrateError(f"{args.target} already exists: refusing to touch it (--if-not-exists accepts it)")
         blue = await qdrant.info(args.source)
         try:
@@ -42,4 +44,4 @@ async def run(args: argparse.Namespace, target: Target) -> int:
     schema = green.get("payload_schema") or {}
     listed = ", ".join(f"{field} ({index_type(index)})" for field, index in sorted(schema.items())) or "none"
     print(f"  payload indexes: {listed}")
-    return 0
+    return EXIT_OK

@@ -15,7 +15,9 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path, segment
+from proxy.cli.exit_codes import EXIT_FAILED, EXIT_OK
+from proxy.cli.migrate.connection import MigrateError, Target
+from proxy.cli.qdrant_rest import collection_path, segment
 
 
 def add_parser(commands, parents) -> None:
@@ -46,7 +48,7 @@ def _sha256(path: Path) -> str:
 
 async def run(args: argparse.Namespace, target: Target) -> int:
     name, archive = args.collection, Path(args.archive)
-    async with QdrantRest(target) as qdrant:
+    async with target.client() as qdrant:
         all_aliases = await qdrant.aliases()
         if name in all_aliases:
             raise MigrateError(f"{name} is an alias (of {all_aliases[name]}), not a collection: name the collection")
@@ -65,7 +67,7 @@ async def run(args: argparse.Namespace, target: Target) -> int:
             print(f"  2. write its metadata (config, payload schema, aliases, count) to {metadata_path}")
             print(f"  3. delete the collection {name}")
             print("nothing done: pass --yes to do it")
-            return 1
+            return EXIT_FAILED
         archive.mkdir(parents=True, exist_ok=True)
         snapshot = await qdrant.call("POST", collection_path(name, "snapshots"), wait="true")
         snapshot_path = archive / snapshot["name"]
@@ -94,4 +96,4 @@ async def run(args: argparse.Namespace, target: Target) -> int:
     print(f"  snapshot  {snapshot_path} ({size} bytes, sha256 {checksum[:16]}...)")
     print(f"  metadata  {metadata_path}")
     print(f"restore with Qdrant's snapshot recovery (PUT /collections/{name}/snapshots/upload or /snapshots/recover)")
-    return 0
+    return EXIT_OK

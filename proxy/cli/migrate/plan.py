@@ -13,9 +13,12 @@ import argparse
 import json
 import time
 
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, collection_path
-from proxy.cli.migrate.layout import LayoutError, pick_vector, vector_names, vector_params, vectors_of
+from proxy.cli.exit_codes import EXIT_OK
+from proxy.cli.migrate.connection import MigrateError, Target, positive_float, positive_int
+from proxy.cli.migrate.green_layout import LayoutError, pick_vector
 from proxy.cli.migrate.progress import format_duration
+from proxy.cli.qdrant_rest import collection_path
+from routing.layout import vector_names, vector_params, vectors_of
 
 DATATYPE_BYTES = {"float32": 4, "float16": 2, "uint8": 1}
 QUANTIZATION_CHOICES = ("none", "int8", "binary", "binary-1.5bit", "binary-2bit",
@@ -27,10 +30,10 @@ RATE_SAMPLE = 512
 def add_parser(commands, parents) -> None:
     parser = commands.add_parser("plan", parents=parents, help="sizes of BLUE and of GREEN with new parameters; backfill time")
     parser.add_argument("--from", dest="source", required=True, metavar="BLUE")
-    parser.add_argument("--size", type=int, help="GREEN's vector size (the new model's)")
+    parser.add_argument("--size", type=positive_int, help="GREEN's vector size (the new model's)")
     parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, help="GREEN's quantization (default: BLUE's)")
     parser.add_argument("--vector", metavar="NAME", help="the named vector --size applies to")
-    parser.add_argument("--rate", type=float, help="backfill rate in points/s (default: measured scroll rate of BLUE)")
+    parser.add_argument("--rate", type=positive_float, help="backfill rate in points/s (default: measured scroll rate of BLUE)")
     parser.set_defaults(run=run)
 
 
@@ -88,7 +91,7 @@ def _print_estimate(label: str, points: int, figures: dict) -> None:
 
 
 async def run(args: argparse.Namespace, target: Target) -> int:
-    async with QdrantRest(target) as qdrant:
+    async with target.client() as qdrant:
         info = await qdrant.info(args.source)
         points = await qdrant.count(args.source)
         sample = await qdrant.call("POST", collection_path(args.source, "points/scroll"),
@@ -133,4 +136,4 @@ async def run(args: argparse.Namespace, target: Target) -> int:
         print(f"backfill: {points} points at {rate:.0f} points/s ({source}): ~{format_duration(points / rate)}")
     else:
         print("backfill: no rate (empty collection); pass --rate N")
-    return 0
+    return EXIT_OK

@@ -27,6 +27,7 @@ class Progress:
         self.started = clock()
         self.done_at_start = done
         self._last_line = 0.0
+        self._printed_done: int | None = None  # the `done` of the last plain line
         self._bar = self._rich_bar() if self.stream.isatty() else None
 
     def _rich_bar(self):
@@ -64,10 +65,14 @@ class Progress:
         now = self.clock()
         if now - self._last_line >= PLAIN_INTERVAL:
             self._last_line = now
-            print(self.line(), file=self.stream, flush=True)
+            self._print_line()
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
-        else:
-            print(self.line(), file=self.stream, flush=True)
+        elif self._printed_done != self.done:  # the final figure, unless the last batch's line gave it
+            self._print_line()
+
+    def _print_line(self) -> None:
+        self._printed_done = self.done
+        print(self.line(), file=self.stream, flush=True)

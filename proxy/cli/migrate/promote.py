@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target
+from proxy.cli.exit_codes import EXIT_OK
+from proxy.cli.migrate.connection import MigrateError, Target
 
 
 def add_parser(commands, parents) -> None:
@@ -23,13 +24,13 @@ def alias_actions(alias: str, collection: str, previous: str | None) -> list[dic
 
 
 async def run(args: argparse.Namespace, target: Target) -> int:
-    async with QdrantRest(target) as qdrant:
+    async with target.client() as qdrant:
         if not await qdrant.exists(args.target) or args.target in await qdrant.aliases():
             raise MigrateError(f"{args.target} is not a collection: an alias must point at a collection")
         previous = (await qdrant.aliases()).get(args.alias)
         if previous == args.target:
             print(f"alias {args.alias} already points at {args.target}: nothing to do")
-            return 0
+            return EXIT_OK
         await qdrant.call("POST", "/collections/aliases", {"actions": alias_actions(args.alias, args.target, previous)})
         now = (await qdrant.aliases()).get(args.alias)
     if now != args.target:
@@ -39,4 +40,4 @@ async def run(args: argparse.Namespace, target: Target) -> int:
     else:
         print(f"alias {args.alias}: {previous} -> {args.target}")
         print(f"previous target: {previous}; roll back with: bluegreen-proxy migrate promote --alias {args.alias} --to {previous}")
-    return 0
+    return EXIT_OK

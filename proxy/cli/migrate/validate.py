@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from proxy.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from proxy.cli.compare import UsageError, read_queries
-from proxy.cli.migrate.client import MigrateError, QdrantRest, Target, UpstreamError, collection_path
-from proxy.cli.migrate.layout import index_type, is_unnamed, payload_differences, vector_names, vector_params, vectors_of
+from proxy.cli.migrate.connection import MigrateError, Target
+from proxy.cli.migrate.green_layout import index_type
+from proxy.cli.migrate.point_compare import payload_differences
+from proxy.cli.qdrant_rest import QdrantRest, UpstreamError, collection_path
 from routing.config import Preflight
+from routing.layout import is_unnamed, vector_names, vector_params, vectors_of
 from routing.overlap import overlap_at_k, rank_biased_overlap, ranked_ids
 from routing.preflight import evaluate_preflight
 
@@ -25,7 +29,9 @@ DEFAULT_K = 10
 
 
 @dataclass(frozen=True)
-class Check:
+class ValidationCheck:
+    """A row of validate's table (the preflight's parity checks are among them)."""
+
     name: str
     ok: bool
     detail: str
@@ -54,7 +60,7 @@ def _route_expectation(target: Target, source: str, green: str):
     return None
 
 
-async def _preflight_checks(qdrant: QdrantRest, args, target: Target) -> tuple[list[Check], dict | None, dict | None]:
+async def _preflight_checks(qdrant: QdrantRest, args, target: Target) -> tuple[list[ValidationCheck], dict | None, dict | None]:
     async def info(name: str) -> dict | None:
         try:
             return await qdrant.info(name)
@@ -72,10 +78,10 @@ async def _preflight_checks(qdrant: QdrantRest, args, target: Target) -> tuple[l
     blue_info, green_info = await info(args.source), await info(args.target)
     settings = Preflight(max_count_drift=args.max_count_drift, expect=_route_expectation(target, args.source, args.target))
     result = evaluate_preflight(settings, blue_info, green_info, await count(args.source), await count(args.target))
-    return [Check(c.name, c.ok, c.detail) for c in result.checks], blue_info, green_info
+    return [ValidationCheck(c.name, c.ok, c.detail) for c in result.checks], blue_info, green_info
 
 
-def _vector_check(blue_info: dict, green_info: dict) -> Check:
+def _vector_check(blue_info: dict, green_info: dict) -> ValidationCheck:
     blue, green = vectors_of(blue_info), vectors_of(green_info)
     blue_names, green_names = vector_names(blue), vector_names(green)
     blue_sparse = sorted(((blue_info["config"]["params"]).get("sparse_vectors") or {}))
@@ -86,23 +92,23 @@ def _vector_check(blue_info: dict, green_info: dict) -> Check:
         for name in blue_names if name in green_names)
     if blue_names != green_names or is_unnamed(blue) != is_unnamed(green) or blue_sparse != green_sparse:
         names = lambda dense, sparse: ", ".join([n or "(unnamed)" for n in dense] + [f"sparse {n}" for n in sparse]) or "none"
-        return Check("vector_config", False, f"blue has {names(blue_names, blue_sparse)}; green has {names(green_names, green_sparse)}")
-    return Check("vector_config", True, shown + "".join(f", sparse {n}" for n in green_sparse))
+        return ValidationCheck("vector_config", False, f"blue has {names(blue_names, blue_sparse)}; green has {names(green_names, green_sparse)}")
+    return ValidationCheck("vector_config", True, shown + "".join(f", sparse {n}" for n in green_sparse))
 
 
-def _index_check(blue_info: dict, green_info: dict) -> Check:
+def _index_check(blue_info: dict, green_info: dict) -> ValidationCheck:
     blue, green = blue_info.get("payload_schema") or {}, green_info.get("payload_schema") or {}
     missing = [f"{field} ({index_type(index)})" for field, index in sorted(blue.items())
                if field not in green or index_type(green[field]) != index_type(index)]
     if missing:
-        return Check("payload_indexes", False, f"missing or of another type in green: {', '.join(missing)}")
+        return ValidationCheck("payload_indexes", False, f"missing or of another type in green: {', '.join(missing)}")
     listed = ", ".join(f"{field} ({index_type(index)})" for field, index in sorted(blue.items()))
-    return Check("payload_indexes", True, listed or "blue has none")
+    return ValidationCheck("payload_indexes", True, listed or "blue has none")
 
 
-async def _sample_check(qdrant: QdrantRest, args) -> Check:
+async def _sample_check(qdrant: QdrantRest, args) -> ValidationCheck:
     if args.sample <= 0:
-        return Check("sample", True, "skipped (--sample 0)")
+        return ValidationCheck("sample", True, "skipped (--sample 0)")
     found = await qdrant.call("POST", collection_path(args.source, "points/query"),
                               {"query": {"sample": "random"}, "limit": args.sample, "with_payload": True})
     blue_points = found.get("points") or []
@@ -127,11 +133,11 @@ async def _sample_check(qdrant: QdrantRest, args) -> Check:
     if differing:
         problems.append(f"{len(differing)} with other payloads (e.g. {'; '.join(differing[:5])})")
     if problems:
-        return Check("sample", False, f"of {len(blue_points)} random ids: " + "; ".join(problems))
-    return Check("sample", True, f"{len(blue_points)} random ids present in green with identical payloads")
+        return ValidationCheck("sample", False, f"of {len(blue_points)} random ids: " + "; ".join(problems))
+    return ValidationCheck("sample", True, f"{len(blue_points)} random ids present in green with identical payloads")
 
 
-async def _overlap_check(qdrant: QdrantRest, args) -> Check:
+async def _overlap_check(qdrant: QdrantRest, args) -> ValidationCheck:
     """The scores of `bluegreen-proxy compare` (routing/overlap.py) over the two collections."""
     try:
         queries = read_queries(args.queries)
@@ -146,20 +152,20 @@ async def _overlap_check(qdrant: QdrantRest, args) -> Check:
             try:
                 result = await qdrant.call("POST", collection_path(name, "points/query"), body)
             except UpstreamError as exc:
-                return Check("query_overlap", False, f"{args.queries}:{line} failed on {name}: {exc.status} {exc.message}")
+                return ValidationCheck("query_overlap", False, f"{args.queries}:{line} failed on {name}: {exc.status} {exc.message}")
             answers.append(ranked_ids("query", result)[0])
         if (score := overlap_at_k(answers[0], answers[1], k)) is not None:  # None: empty on both
             overlaps.append(score)
             rbos.append(rank_biased_overlap(answers[0], answers[1], k))
     if not overlaps:
-        return Check("query_overlap", False, f"no query of {args.queries} found anything on either collection")
+        return ValidationCheck("query_overlap", False, f"no query of {args.queries} found anything on either collection")
     mean = sum(overlaps) / len(overlaps)
     ok = mean >= args.min_overlap
-    return Check("query_overlap", ok, f"mean overlap@k {mean:.3f} (RBO {sum(rbos) / len(rbos):.3f}) over {len(overlaps)} "
+    return ValidationCheck("query_overlap", ok, f"mean overlap@k {mean:.3f} (RBO {sum(rbos) / len(rbos):.3f}) over {len(overlaps)} "
                                       f"queries, lowest {min(overlaps):.2f}; {'>=' if ok else '<'} {args.min_overlap:g}")
 
 
-def print_table(checks: list[Check]) -> None:
+def print_table(checks: list[ValidationCheck]) -> None:
     width = max(len(check.name) for check in checks)
     print(f"{'check':{width}}  result  detail")
     for check in checks:
@@ -171,7 +177,7 @@ async def run(args: argparse.Namespace, target: Target) -> int:
         raise MigrateError("--max-count-drift: a share of blue's point count, 0..1 (0.01 = 1 %)")
     if (args.queries is None) != (args.min_overlap is None):
         raise MigrateError("--queries and --min-overlap go together")
-    async with QdrantRest(target) as qdrant:
+    async with target.client() as qdrant:
         checks, blue_info, green_info = await _preflight_checks(qdrant, args, target)
         if blue_info is not None and green_info is not None:
             checks += [_vector_check(blue_info, green_info), _index_check(blue_info, green_info),
@@ -182,4 +188,4 @@ async def run(args: argparse.Namespace, target: Target) -> int:
     print_table(checks)
     failed = [check.name for check in checks if not check.ok]
     print(f"FAILED: {', '.join(failed)}" if failed else "all checks passed")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK

@@ -1,8 +1,9 @@
-"""Pure helpers over Qdrant's collection info: green's create request from blue's layout, and comparisons."""
+"""Green's create request and payload indexes from blue's collection info, and its layout in one line. Pure."""
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from routing.layout import is_unnamed, vector_names, vector_params, vectors_of
 
 DISTANCES = {"cosine": "Cosine", "euclid": "Euclid", "dot": "Dot", "manhattan": "Manhattan"}
 
@@ -23,23 +24,6 @@ def _without_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _without_none(item) for key, item in value.items() if item is not None}
     return value
-
-
-def vectors_of(info: dict) -> Any:
-    return ((info.get("config") or {}).get("params") or {}).get("vectors")
-
-
-def is_unnamed(vectors: Any) -> bool:
-    return isinstance(vectors, dict) and isinstance(vectors.get("size"), int)
-
-
-def vector_names(vectors: Any) -> list[str]:
-    """'' for the unnamed vector, else the names."""
-    return [""] if is_unnamed(vectors) else sorted(vectors or {})
-
-
-def vector_params(vectors: Any, name: str) -> dict:
-    return vectors if name == "" else vectors[name]
 
 
 def pick_vector(vectors: Any, wanted: str | None, collection: str) -> str:
@@ -128,33 +112,3 @@ def _quantization_detail(kind: str, value: dict) -> str:
     if kind == "product":
         return value.get("compression", "")
     return value.get("encoding") or "1bit"
-
-
-# ---------------------------------------------------------------- point comparison
-
-
-def same_vector(a: Any, b: Any, tolerance: float = 1e-6) -> bool:
-    """Vectors as Qdrant returns them (dense, multi-dense, sparse or named), equal up to float32 noise.
-
-    A cosine collection normalises what it stores, so a copied vector may differ in the last bits."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        if "indices" in a and "values" in a:
-            return a.get("indices") == b.get("indices") and same_vector(a.get("values"), b.get("values"), tolerance)
-        return a.keys() == b.keys() and all(same_vector(a[key], b[key], tolerance) for key in a)
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return False
-        return all(
-            same_vector(x, y, tolerance) if isinstance(x, list) else math.isclose(x, y, rel_tol=tolerance, abs_tol=tolerance)
-            for x, y in zip(a, b)
-        )
-    return a == b
-
-
-def payload_differences(blue: dict | None, green: dict | None, ignore: frozenset[str] = frozenset()) -> list[str]:
-    """Top-level payload keys whose values differ (missing on either side counts), except `ignore`."""
-    blue, green = blue or {}, green or {}
-    return sorted(key for key in (blue.keys() | green.keys()) - ignore if blue.get(key, _MISSING) != green.get(key, _MISSING))
-
-
-_MISSING = object()

@@ -1,14 +1,14 @@
-"""A small Qdrant REST client for the migrate commands: httpx, Qdrant's envelope, the api-key header.
+"""The control-plane tools' Qdrant REST client (migrate, compare): httpx, Qdrant's envelope, the api-key header.
 
 The proxy's own upstream pool is tuned for forwarding bytes; these commands want parsed JSON, long
 timeouts for snapshots and a streamed download, which httpx (a core dependency) gives directly.
+Every failure is a QdrantRestError whose message is one line: an error status (UpstreamError, with
+Qdrant's `status.error` text), no answer at all (UpstreamUnreachable: httpx's transport errors are
+not OSErrors), or an answer that is not JSON (UnreadableAnswer).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,11 +18,11 @@ import httpx
 DEFAULT_TIMEOUT = 60.0  # snapshots of large collections and wait=true writes take a while
 
 
-class MigrateError(Exception):
-    """A failure the command reports as one clear line and exit 1."""
+class QdrantRestError(Exception):
+    """A call that did not give a result; the message is one line for the command to print."""
 
 
-class UpstreamError(MigrateError):
+class UpstreamError(QdrantRestError):
     """Qdrant answered with an error status; `message` is its `status.error` text."""
 
     def __init__(self, method: str, path: str, status: int, message: str):
@@ -36,6 +36,23 @@ class UpstreamError(MigrateError):
         return self.status in (408, 429) or self.status >= 500
 
 
+class UpstreamUnreachable(QdrantRestError):
+    """No answer: the connection was refused, reset or timed out."""
+
+    def __init__(self, url: str, cause: httpx.TransportError):
+        self.cause = str(cause) or type(cause).__name__
+        self.reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        super().__init__(f"cannot reach the upstream at {url}: {self.reason}")
+
+
+class UnreadableAnswer(QdrantRestError):
+    """A success status whose body is not JSON."""
+
+    def __init__(self, method: str, path: str, detail: str):
+        super().__init__(f"{method} {path}: the answer is not JSON ({detail})")
+        self.detail = detail
+
+
 def segment(name: str) -> str:
     return quote(name, safe="")
 
@@ -44,41 +61,13 @@ def collection_path(name: str, *rest: str) -> str:
     return "/".join([f"/collections/{segment(name)}", *rest]).rstrip("/")
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where the commands talk to and with which key, from --upstream/--api-key and --config."""
-
-    url: str
-    api_key: str | None
-    config: Any = None  # routing.config.Config when --config was given
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Target":
-        config = None
-        if args.config:
-            from proxy.control.reload import read_config
-            from routing.config import ConfigError
-
-            try:
-                config = read_config(args.config)[0]
-            except ConfigError as exc:
-                raise MigrateError(f"{args.config}: invalid\n{exc}") from None
-        url = args.upstream or (config.upstream.url if config else None)
-        if not url:
-            raise MigrateError("no upstream: pass --upstream URL or --config PATH")
-        if url == "embedded":
-            raise MigrateError("the config's upstream is `embedded`: pass --upstream URL of the running upstream")
-        api_key = args.api_key or os.environ.get("QDRANT_API_KEY") or (config.upstream.api_key if config else None)
-        return cls(url.rstrip("/"), api_key or None, config)
-
-
 class QdrantRest:
-    """JSON calls returning `result`; every error status raises UpstreamError with Qdrant's message."""
+    """JSON calls returning `result`; use as `async with QdrantRest(url, api_key) as qdrant:`."""
 
-    def __init__(self, target: Target, timeout: float = DEFAULT_TIMEOUT):
-        headers = {"api-key": target.api_key} if target.api_key else {}
-        self.url = target.url
-        self.http = httpx.AsyncClient(base_url=target.url, headers=headers, timeout=timeout)
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+        headers = {"api-key": api_key} if api_key else {}
+        self.url = url.rstrip("/")
+        self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
 
     async def __aenter__(self) -> "QdrantRest":
         return self
@@ -86,14 +75,21 @@ class QdrantRest:
     async def __aexit__(self, *exc) -> None:
         await self.http.aclose()
 
-    async def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        response = await self.http.request(method, path, json=body, params=params or None)
+    async def call(self, method: str, path: str, body: Any = None, *, content: bytes | None = None, **params: Any) -> Any:
+        """The answer's `result`; `content` sends a JSON body already encoded (instead of `body`)."""
+        headers = {"content-type": "application/json"} if content is not None else None
+        try:
+            response = await self.http.request(method, path, json=body, content=content, headers=headers,
+                                               params=params or None)
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(self.url, exc) from None
         if response.status_code >= 400:
             raise UpstreamError(method, path, response.status_code, _error_text(response))
         try:
-            return response.json().get("result")
-        except ValueError:
-            raise UpstreamError(method, path, response.status_code, "answer is not JSON") from None
+            document = response.json()
+        except ValueError as exc:
+            raise UnreadableAnswer(method, path, str(exc)) from None
+        return document.get("result") if isinstance(document, dict) else None
 
     async def exists(self, name: str) -> bool:
         return bool((await self.call("GET", collection_path(name, "exists")) or {}).get("exists"))
@@ -111,6 +107,12 @@ class QdrantRest:
 
     async def download(self, path: str, destination: Path) -> int:
         """Stream a file (a snapshot) to `destination`; its size in bytes."""
+        try:
+            return await self._download(path, destination)
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(self.url, exc) from None
+
+    async def _download(self, path: str, destination: Path) -> int:
         async with self.http.stream("GET", path) as response:
             if response.status_code >= 400:
                 await response.aread()
@@ -130,17 +132,6 @@ def _error_text(response: httpx.Response) -> str:
         status = response.json().get("status")
         if isinstance(status, dict) and status.get("error"):
             return str(status["error"])
-    except ValueError:
+    except (ValueError, AttributeError):
         pass
     return response.text.strip()[:300] or response.reason_phrase
-
-
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--upstream", metavar="URL", help="Qdrant REST endpoint (wins over the config's upstream)")
-    parser.add_argument("--config", metavar="PATH", help="proxy config: its upstream and key, embedders and routes")
-    parser.add_argument("--api-key", help="Qdrant api key (default: $QDRANT_API_KEY, else the config's upstream.api_key)")
-
-
-def fail(message: str) -> int:
-    print(message, file=sys.stderr)
-    return 1
