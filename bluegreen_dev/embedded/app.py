@@ -10,18 +10,18 @@ import gzip
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote
 
 import qdrant_edge as qe
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter
 from qdrant_client.http import models
 
 from bluegreen_dev.embedded import convert, writes
 from bluegreen_dev.embedded.convert import edge_id, id_json, record_json, scored_point_json
 from bluegreen_dev.embedded.errors import ApiError, from_edge, not_found, unsupported
+from bluegreen_dev.embedded.request import Request
 from bluegreen_dev.embedded.store import Collection, Store
 
 log = logging.getLogger(__name__)
@@ -35,36 +35,6 @@ _POINT_INSERT = TypeAdapter(models.PointInsertOperations)
 _POINTS_SELECTOR = TypeAdapter(models.PointsSelector)
 # What qdrant-edge raises (plain Exception) or its argument conversion raises; anything else is a bug here.
 _EDGE_ERRORS = (Exception, ValueError, TypeError)
-
-
-@dataclass(slots=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: bytes
-    collection_name: str | None = None
-    path_param: str | None = None
-
-    def json(self) -> Any:
-        if not self.body.strip():
-            return {}
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"Format error in JSON body: {exc}") from None
-
-    def parse(self, model: Any) -> Any:
-        """The body as a qdrant-client model (or TypeAdapter of a union), so shapes are exactly Qdrant's."""
-        body = self.json()
-        try:
-            return model.validate_python(body) if isinstance(model, TypeAdapter) else model.model_validate(body)
-        except ValidationError as exc:
-            raise ApiError(422, f"Validation error in JSON body: {_validation_summary(exc)}") from None
-
-    @property
-    def wait(self) -> bool:
-        return self.query.get("wait", ["false"])[-1].lower() == "true"
 
 
 class PlainText(str):
@@ -87,14 +57,6 @@ FILE_CHUNK = 1 << 20
 GRPC_GRACE_SECONDS = 2.0
 # Qdrant answers CORS preflights itself (actix-cors: any origin, method and header).
 CORS_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-
-
-def _validation_summary(exc: ValidationError, limit: int = 3) -> str:
-    errors = exc.errors(include_url=False)
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:limit]]
-    if len(errors) > limit:
-        parts.append(f"... {len(errors) - limit} more")
-    return "[" + "; ".join(parts) + "]"
 
 
 def _path_segments(scope: dict) -> list[str]:

@@ -26,7 +26,7 @@ from qdrant_client import grpc as qgrpc
 from qdrant_client.conversions.conversion import GrpcToRest, RestToGrpc
 from qdrant_client.http import models
 
-from bluegreen_dev.embedded.app import Request
+from bluegreen_dev.embedded.request import Request
 from bluegreen_dev.embedded.errors import ApiError, unsupported
 from proxy.grpc_schema import METHODS
 
