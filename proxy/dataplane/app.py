@@ -41,6 +41,11 @@ _COLOUR_HEADER = b"x-bluegreen-color"
 _COLLECTION_HEADER = b"x-bluegreen-collection"
 _COLOUR_QUESTION = b"/bluegreen/routes/"  # + {route}/color: outside Qdrant's API, so never forwarded
 _CONTENT_ENCODING = b"content-encoding"
+# Headers that change how a request is read, framed, addressed or authenticated: a second copy is
+# refused, since the proxy and the upstream could each read a different one.
+_SINGLE_HEADERS = frozenset(
+    {b"content-encoding", b"content-length", b"content-type", b"transfer-encoding", b"host", b"api-key", b"authorization"}
+)
 
 
 class Observer(Protocol):
@@ -74,7 +79,7 @@ class Request:
     method: str
     path: bytes  # the raw path as received (what an unrouted request forwards)
     query: bytes
-    client_headers: dict[bytes, bytes]  # by lower-case name, for key and override lookups
+    client_headers: dict[bytes, bytes]  # by lower-case name, the first value of each (Starlette's rule)
     headers: list[tuple[bytes, bytes]]  # what goes upstream (hop-by-hop dropped)
     body: bytes
     started: float
@@ -133,11 +138,18 @@ class ProxyApp:
 
     async def _handle(self, scope: dict, receive: Receive, send: Send, started: float) -> None:
         snapshot = self.live.snapshot  # the one read: config, table and effective split together
+        client_headers = first_values(scope["headers"])
+        if len(client_headers) != len(scope["headers"]):
+            duplicate = _duplicated_single_header(scope["headers"])
+            if duplicate is not None:
+                message = f"Wrong input: the `{duplicate}` header is sent more than once; send it once"
+                await _respond(send, 400, [_JSON], error_body(message, started))
+                return
         request = Request(
             method=scope["method"],
             path=scope.get("raw_path") or scope["path"].encode(),
             query=scope["query_string"],
-            client_headers=dict(scope["headers"]),
+            client_headers=client_headers,
             headers=self.upstream.forward_headers(scope["headers"]),
             body=await _read_body(scope, receive, snapshot.config.limits.max_body_bytes),
             started=started,
@@ -422,6 +434,22 @@ class ProxyApp:
             series.upstream_error("5xx")
         series.observe(response.status, time.perf_counter() - started)
         return response
+
+
+def first_values(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Each header's first value by name: the one reading of a header used everywhere (as Starlette's
+    `Headers` reads one)."""
+    return dict(reversed(headers))
+
+
+def _duplicated_single_header(headers: list[tuple[bytes, bytes]]) -> str | None:
+    seen = set()
+    for name, _ in headers:
+        if name in _SINGLE_HEADERS:
+            if name in seen:
+                return name.decode("latin-1")
+            seen.add(name)
+    return None
 
 
 def _collection_name(segment: bytes) -> str:

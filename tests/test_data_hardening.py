@@ -1,0 +1,138 @@
+"""Issue 23 on the data path: what outside attacks found, each driven through real sockets against a
+real proxy process (raw bytes where the item is about framing), the upstream a recording echo server
+or a raw server that hangs where a fault is needed.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import socket
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.support import RunningProxy, ServerProcess, free_port
+
+MASTER_KEY = "master-key-of-the-proxy"
+
+ROUTES = """\
+  docs:
+    blue: docs_v1
+    green: docs_v2
+    green_percent: 50
+    allow_override: true
+  other:
+    blue: other_v1
+    green: other_v2
+    green_percent: 0
+"""
+
+CLIENTS = """\
+clients:
+  api_keys:
+    - {key: reader-key, access: r}
+    - {key: docs-key, access: r, collections: [docs]}
+  anonymous: none
+"""
+
+
+@pytest.fixture(scope="module")
+def echo(tmp_path_factory):
+    port = free_port()
+    server = ServerProcess(
+        [sys.executable, "-m", "tests.echo_upstream", "--port", str(port)],
+        ready_url=f"http://127.0.0.1:{port}/", log_path=tmp_path_factory.mktemp("echo") / "echo.log",
+    ).start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory, echo):
+    proxy = RunningProxy(
+        tmp_path_factory.mktemp("guarded") / "proxy", echo, ROUTES,
+        extra_yaml=CLIENTS + "limits: {max_concurrency: 4, max_header_bytes: 16384}\n",
+        upstream_options=f"timeout: 10s, api_key: {MASTER_KEY}",
+    ).start()
+    yield proxy
+    proxy.stop()
+
+
+def received(echo_url: str, clear: bool = False) -> list[dict]:
+    request = urllib.request.Request(echo_url + "/__received", method="DELETE" if clear else "GET")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        records = json.loads(response.read())
+    for record in records:
+        record["body"] = base64.b64decode(record.pop("body_b64"))
+    return records
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    received_bytes = b""
+    while chunk := sock.recv(65536):
+        received_bytes += chunk
+    return received_bytes
+
+
+def exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """`data` on a fresh connection asking to close; everything the proxy sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_to_close(sock)
+
+
+def request_bytes(method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "host: proxy", "connection: close", *(f"{k}: {v}" for k, v in headers)]
+    if body or method == "POST":
+        lines.append(f"content-length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def parse_answer(answer: bytes) -> tuple[int, dict[str, list[str]], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+def error_of(body: bytes) -> str:
+    document = json.loads(body)
+    assert set(document) == {"status", "time"}, document
+    return document["status"]["error"]
+
+
+# ---------------------------------------------------------------- item 1: one reading of each header
+
+
+@pytest.mark.parametrize("name, values", [
+    ("content-encoding", ["gzip", "identity"]),
+    ("api-key", ["docs-key", "reader-key"]),
+    ("authorization", ["Bearer docs-key", "Bearer reader-key"]),
+    ("content-type", ["application/json", "text/plain"]),
+    ("host", ["a", "b"]),
+])
+def test_duplicates_of_headers_that_change_the_reading_are_refused(guarded, echo, name, values):
+    received(echo, clear=True)
+    body = gzip.compress(b'{"query":[1],"with_lookup":"other"}') if name == "content-encoding" else b'{"query":[1]}'
+    headers = [("api-key", "docs-key")] if name not in ("api-key", "authorization") else []
+    headers += [(name, value) for value in values]
+    status, _, answer = parse_answer(exchange(guarded.data_port, request_bytes("POST", "/collections/docs/points/query", headers, body)))
+    assert status == 400, answer
+    assert name in error_of(answer)
+    assert received(echo) == []
+
+
+def test_every_other_header_is_read_by_its_first_value(guarded, echo):
+    headers = [("api-key", "reader-key"), ("x-bluegreen-color", "green"), ("x-bluegreen-color", "blue")]
+    status, answer_headers, answer = parse_answer(
+        exchange(guarded.data_port, request_bytes("POST", "/collections/docs/points/query", headers, b'{"query":[1]}'))
+    )
+    assert status == 200, answer
+    assert answer_headers["x-bluegreen-color"] == ["green"]
+    assert json.loads(answer)["result"]["raw_path"] == "/collections/docs_v2/points/query"
