@@ -136,3 +136,23 @@ def test_every_other_header_is_read_by_its_first_value(guarded, echo):
     assert status == 200, answer
     assert answer_headers["x-bluegreen-color"] == ["green"]
     assert json.loads(answer)["result"]["raw_path"] == "/collections/docs_v2/points/query"
+
+
+# ---------------------------------------------------------------- item 6: probe paths exactly
+
+
+@pytest.mark.parametrize("path", ["/readyz", "/livez", "/healthz", "/readyz?verbose=1", "//livez/", "/%72eadyz"])
+def test_the_exact_probe_paths_go_up_without_a_credential(guarded, echo, path):
+    received(echo, clear=True)
+    status, _, answer = parse_answer(exchange(guarded.data_port, request_bytes("GET", path, [])))
+    assert status == 200, answer
+    [record] = received(echo)
+    assert not {name.lower() for name, _ in record["headers"]} & {"api-key", "authorization"}
+
+
+@pytest.mark.parametrize("path", ["/readyzz", "/readyz/x", "/livez-anything", "/livez/../collections", "/healthz/1"])
+def test_paths_that_only_begin_like_a_probe_need_a_credential(guarded, echo, path):
+    received(echo, clear=True)
+    status, _, answer = parse_answer(exchange(guarded.data_port, request_bytes("GET", path, [])))
+    assert status == 401, answer
+    assert received(echo) == []
