@@ -156,3 +156,41 @@ def test_paths_that_only_begin_like_a_probe_need_a_credential(guarded, echo, pat
     status, _, answer = parse_answer(exchange(guarded.data_port, request_bytes("GET", path, [])))
     assert status == 401, answer
     assert received(echo) == []
+
+
+# ---------------------------------------------------------------- item 4: the header-size limit holds exactly
+
+
+def _head_of_size(size: int) -> bytes:
+    """A canonical head of exactly `size` bytes, padded in fields of under 8 KiB (what the upstream takes)."""
+    pads = [(f"x-pad-{i}", "") for i in range(size // 8000 + 1)]
+    head = request_bytes("GET", "/collections/docs", [("api-key", "reader-key"), *pads])
+    missing = size - len(head)
+    assert missing >= 0
+    for name, _ in pads:
+        take = min(missing, 8000)
+        head = head.replace(f"{name}: ".encode(), f"{name}: ".encode() + b"a" * take)
+        missing -= take
+    return head
+
+
+@pytest.mark.parametrize("size, status", [(16384, 200), (16385, 431), (70 * 1024, 431), (100 * 1024, 431)])
+def test_the_header_limit_holds_for_a_head_sent_in_one_write(guarded, echo, size, status):
+    head = _head_of_size(size)
+    assert len(head) == size
+    received(echo, clear=True)
+    answer_status, _, answer = parse_answer(exchange(guarded.data_port, head))
+    assert answer_status == status, answer[:200]
+    if status == 431:
+        assert "limits.max_header_bytes" in error_of(answer)
+        assert received(echo) == []
+
+
+def test_the_header_limit_holds_whatever_the_packet_boundaries(guarded):
+    head = _head_of_size(16385)
+    for split in (100, 8000, 16380):
+        with socket.create_connection(("127.0.0.1", guarded.data_port), timeout=10) as sock:
+            sock.sendall(head[:split])
+            time.sleep(0.05)
+            sock.sendall(head[split:])
+            assert parse_answer(read_to_close(sock))[0] == 431

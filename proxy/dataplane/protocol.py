@@ -41,7 +41,8 @@ class _LimitedProtocol(HttpToolsProtocol):
     limits: Limits
     _open: dict  # this listener's connections, oldest first (a dict keeps insertion order)
     _head_timer = None
-    _head_bytes = 0
+    _head_bytes = 0  # bytes received while the current head was still incomplete
+    _feed_bytes = 0  # the chunk being parsed now
 
     def connection_made(self, transport) -> None:
         if len(self._open) >= self.limits.max_connections and not self._evict_an_idle_connection():
@@ -71,6 +72,7 @@ class _LimitedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
+        self._feed_bytes = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -92,13 +94,26 @@ class _LimitedProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        limits = self.limits
+        # A head that arrived whole in this chunk was never counted above: the bytes seen cap its size,
+        # so only a chunk that large has its head measured.
+        if self._head_bytes + self._feed_bytes > limits.max_header_bytes and self._head_size() > limits.max_header_bytes:
+            raise Refusal(431, f"Request header fields too large: over {limits.max_header_bytes} bytes (limits.max_header_bytes)")
         self._head_bytes = 0
-        if len(self.headers) > self.limits.max_header_count:
-            raise Refusal(431, f"Request header fields too large: over {self.limits.max_header_count} fields (limits.max_header_count)")
+        if len(self.headers) > limits.max_header_count:
+            raise Refusal(431, f"Request header fields too large: over {limits.max_header_count} fields (limits.max_header_count)")
         if self.parser.should_upgrade():
             raise _UPGRADE
         super().on_headers_complete()
         self.headers = []  # trailer fields land here, not in the scope's list (see the module doc)
+
+    def _head_size(self) -> int:
+        """The head's bytes as parsed: request line, each `name: value` line and the blank line (what a
+        client sends, but for optional whitespace the parser drops and nothing stores)."""
+        size = len(self.parser.get_method()) + len(self.url) + len(b"  HTTP/1.1\r\n\r\n")
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4  # ": " and CRLF
+        return size
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_too_slow)
