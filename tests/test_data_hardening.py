@@ -54,7 +54,7 @@ def echo(tmp_path_factory):
 def guarded(tmp_path_factory, echo):
     proxy = RunningProxy(
         tmp_path_factory.mktemp("guarded") / "proxy", echo, ROUTES,
-        extra_yaml=CLIENTS + "limits: {max_concurrency: 4, max_header_bytes: 16384}\n",
+        extra_yaml=CLIENTS + "limits: {max_concurrency: 4, body_timeout: 1s, max_header_bytes: 16384}\n",
         upstream_options=f"timeout: 10s, api_key: {MASTER_KEY}",
     ).start()
     yield proxy
@@ -86,7 +86,7 @@ def exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
 
 def request_bytes(method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "host: proxy", "connection: close", *(f"{k}: {v}" for k, v in headers)]
-    if body or method == "POST":
+    if (body or method == "POST") and "content-length" not in dict(headers):
         lines.append(f"content-length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
@@ -194,3 +194,49 @@ def test_the_header_limit_holds_whatever_the_packet_boundaries(guarded):
             time.sleep(0.05)
             sock.sendall(head[split:])
             assert parse_answer(read_to_close(sock))[0] == 431
+
+
+# ---------------------------------------------------------------- item 3: a slowly sent body cannot hold the proxy
+
+
+def _slow_bodies(port: int, count: int, headers: list[tuple[str, str]]) -> list[socket.socket]:
+    """`count` connections, each with a head announcing 1,000 body bytes and one byte of them sent."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(request_bytes("POST", "/collections/docs/points/query", [*headers, ("content-length", "1000")]) + b"{")
+        sockets.append(sock)
+    return sockets
+
+
+def _query(port: int) -> int:
+    head = request_bytes("POST", "/collections/docs/points/query", [("api-key", "reader-key")], b'{"query":[1]}')
+    return parse_answer(exchange(port, head))[0]
+
+
+def test_a_body_not_received_in_time_is_answered_408(guarded):
+    [sock] = _slow_bodies(guarded.data_port, 1, [("api-key", "reader-key")])
+    with sock:
+        started = time.monotonic()
+        status, _, answer = parse_answer(read_to_close(sock))
+    assert status == 408 and "limits.body_timeout" in error_of(answer)
+    assert 0.8 < time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("credential", [[], [("api-key", "reader-key")]], ids=["anonymous", "authenticated"])
+def test_slow_bodies_take_no_request_slot(guarded, credential):
+    sockets = _slow_bodies(guarded.data_port, 12, credential)  # three times limits.max_concurrency
+    try:
+        time.sleep(0.2)
+        assert [_query(guarded.data_port) for _ in range(3)] == [200, 200, 200]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_an_unknown_client_is_refused_on_its_head(guarded):
+    with socket.create_connection(("127.0.0.1", guarded.data_port), timeout=10) as sock:
+        sock.sendall(request_bytes("POST", "/collections/docs/points/query", [("content-length", "1000")]))
+        started = time.monotonic()
+        status, _, answer = parse_answer(sock.recv(65536))
+    assert status == 401 and time.monotonic() - started < 0.8, answer

@@ -19,7 +19,7 @@ from proxy.dataplane.shadow import PairObserver, ShadowSender
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.dataplane.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH, alias_refusal
-from routing.clients import Unauthenticated, is_health_probe
+from routing.clients import Grant, Unauthenticated, is_health_probe
 from routing.documents import VectorsFound
 from routing.operations import (
     CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write, repeatable,
@@ -94,6 +94,7 @@ class Request:
     lookup_colours: dict[str, str] | None = None  # other routes named in the body: their colours, decided once
     upstream_seconds: float = 0.0  # the last upstream exchange, send to answer
     vectors: VectorsFound | None = None  # Documents to embed per colour (routes with `embed`)
+    grant: Grant | None = None  # the client, authenticated on the head (with `clients`, but for a probe)
 
 
 class ProxyApp:
@@ -113,11 +114,6 @@ class ProxyApp:
         if scope["type"] != "http":
             return  # lifespan is managed by the server; websockets are not part of Qdrant's API
         started = time.perf_counter()
-        limit = self.live.snapshot.config.limits.max_concurrency
-        if self.in_flight >= limit:
-            await self._shed(send, limit, started)
-            return
-        self.in_flight += 1
         try:
             await self._handle(scope, receive, send, started)
         except ClientGone:
@@ -126,8 +122,6 @@ class ProxyApp:
             await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {exc.limit} bytes (limits.max_body_bytes)", started))
         except Exception as exc:  # noqa: BLE001 - the process must keep serving whatever one request does
             await _internal_error(scope, send, exc, started)
-        finally:
-            self.in_flight -= 1
 
     async def _shed(self, send: Send, limit: int, started: float) -> None:
         series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, UNROUTED_OPERATION)
@@ -151,12 +145,33 @@ class ProxyApp:
             query=scope["query_string"],
             client_headers=client_headers,
             headers=self.upstream.forward_headers(scope["headers"]),
-            body=await _read_body(scope, receive, snapshot.config.limits.max_body_bytes),
+            body=b"",
             started=started,
             snapshot=snapshot,
-            deadline=self.upstream.deadline(),
+            deadline=0.0,
         )
         request.canonical = canonical_path(request.path)
+        if snapshot.clients is not None and request.method != "OPTIONS":
+            # On the head, before the body: an unknown client sends nothing the proxy waits for.
+            refusal = self._authenticate(request)
+            if refusal is not None:
+                await _respond(send, 401, [_JSON], error_body(refusal, started))
+                return
+        limits = snapshot.config.limits
+        request.body = await _read_body(scope, receive, limits.max_body_bytes)
+        # A slot only once the body is in: clients still sending (limits.body_timeout) hold none.
+        if self.in_flight >= limits.max_concurrency:
+            await self._shed(send, limits.max_concurrency, started)
+            return
+        self.in_flight += 1
+        try:
+            request.deadline = self.upstream.deadline()
+            await self._dispatch(request, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _dispatch(self, request: Request, send: Send) -> None:
+        snapshot, started = request.snapshot, request.started
         if request.method == "OPTIONS":
             await self._cors_preflight(request, send)
             return
@@ -255,20 +270,26 @@ class ProxyApp:
             )
         return request.plain_body
 
-    def _admit(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
-        """With `clients`: authenticate and authorize (401/403), and swap the client's credential for
-        the proxy's key. Without it, nothing: the client's own credential goes upstream as sent."""
-        policy = request.snapshot.clients
-        if policy is None:
-            return None
-        if is_health_probe(request.canonical):  # as Qdrant: no credential checked, none sent
+    def _authenticate(self, request: Request) -> str | None:
+        """With `clients`: who sends the request (kept as `request.grant`); the 401 message when no one
+        the proxy knows. Qdrant's probes need no credential, and get none sent."""
+        if is_health_probe(request.canonical):
             request.headers = without_client_credentials(request.headers)
             return None
-        grant = policy.authenticate(
+        grant = request.snapshot.clients.authenticate(
             request.client_headers.get(b"api-key"), request.client_headers.get(b"authorization"), time.time()
         )
         if isinstance(grant, Unauthenticated):
-            return 401, grant.message
+            return grant.message
+        request.grant = grant
+        return None
+
+    def _admit(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
+        """With `clients`: authorize the client authenticated on the head (403), and swap its credential
+        for the proxy's key. Without it, nothing: the client's own credential goes upstream as sent."""
+        grant = request.grant
+        if grant is None:  # no `clients`, or a probe
+            return None
         if located is None or request.canonical == ALIASES_PATH:
             collection, what = None, f"{request.method} {request.canonical.decode('latin-1')}"
         else:

@@ -43,6 +43,8 @@ class _LimitedProtocol(HttpToolsProtocol):
     _head_timer = None
     _head_bytes = 0  # bytes received while the current head was still incomplete
     _feed_bytes = 0  # the chunk being parsed now
+    _body_timer = None
+    _body_cycle = None  # the request whose body the timer waits for
 
     def connection_made(self, transport) -> None:
         if len(self._open) >= self.limits.max_connections and not self._evict_an_idle_connection():
@@ -68,6 +70,7 @@ class _LimitedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._open.pop(self, None)
         self._stop_head_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -84,11 +87,20 @@ class _LimitedProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if cycle is None or cycle.scope is not self.scope:  # inside a head: its fields are not all in
+            if self._body_timer is not None:
+                self._stop_body_timer()
             if self._head_timer is None:
                 self._start_head_timer()
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(Refusal(431, f"Request header fields too large: over {self.limits.max_header_bytes} bytes (limits.max_header_bytes)"))
+        elif cycle.more_body:  # a body still coming: it has limits.body_timeout in all
+            if self._body_cycle is not cycle:
+                self._stop_body_timer()
+                self._body_cycle = cycle
+                self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_too_slow)
+        elif self._body_timer is not None:
+            self._stop_body_timer()
 
     def on_headers_complete(self) -> None:
         if self._head_timer is not None:
@@ -127,13 +139,31 @@ class _LimitedProtocol(HttpToolsProtocol):
         self._head_timer = None
         self._refuse(Refusal(408, f"Request timeout: headers not received within {self.limits.header_timeout:g}s (limits.header_timeout)"))
 
-    def _refuse(self, refusal: Refusal) -> None:
-        """Answer in Qdrant's envelope and close: what is left of the connection cannot be trusted."""
+    def _stop_body_timer(self) -> None:
+        self._body_cycle = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_too_slow(self) -> None:
+        """The body did not arrive in time: 408 unless the app has begun an answer, and close either
+        way (the app, waiting for the body, then sees the client gone)."""
+        cycle = self._body_cycle
+        self._body_timer = self._body_cycle = None
+        refusal = Refusal(408, f"Request timeout: body not received within {self.limits.body_timeout:g}s (limits.body_timeout)")
+        self._refuse(refusal, answer=cycle is not None and not cycle.response_started)
+
+    def _refuse(self, refusal: Refusal, answer: bool | None = None) -> None:
+        """Answer in Qdrant's envelope and close: what is left of the connection cannot be trusted.
+        `answer` None: only between requests (never inside another response)."""
         self._stop_head_timer()
+        self._stop_body_timer()
         transport = self.transport
         if transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:  # never inside another response
+        if answer is None:
+            answer = self.cycle is None or self.cycle.response_complete
+        if answer:
             body = error_body(refusal.message, time.perf_counter())
             transport.write(b"".join((
                 STATUS_LINE[refusal.status], b"content-type: application/json\r\ncontent-length: ",
