@@ -35,6 +35,7 @@ clients:
   api_keys:
     - {key: reader-key, access: r}
     - {key: docs-key, access: r, collections: [docs]}
+    - {key: writer-key, access: rw}
   anonymous: none
 """
 
@@ -55,7 +56,7 @@ def guarded(tmp_path_factory, echo):
     proxy = RunningProxy(
         tmp_path_factory.mktemp("guarded") / "proxy", echo, ROUTES,
         extra_yaml=CLIENTS + "limits: {max_concurrency: 4, body_timeout: 1s, max_header_bytes: 16384}\n",
-        upstream_options=f"timeout: 10s, api_key: {MASTER_KEY}",
+        upstream_options=f"timeout: 60s, api_key: {MASTER_KEY}",  # a 19 MiB body below, on a busy machine
     ).start()
     yield proxy
     proxy.stop()
@@ -240,3 +241,57 @@ def test_an_unknown_client_is_refused_on_its_head(guarded):
         started = time.monotonic()
         status, _, answer = parse_answer(sock.recv(65536))
     assert status == 401 and time.monotonic() - started < 0.8, answer
+
+
+# ---------------------------------------------------------------- item 2: fail closed on bodies the proxy must read
+
+
+@pytest.mark.parametrize("key, path, body", [
+    ("docs-key", "/collections/docs/points/query", b'{"query":[1],"lookup_from":{"collection":"other\xff"}}'),
+    ("docs-key", "/collections/docs/points/query/groups", b'{"query":[1],"with_lookup":"other","limit":' + b"9" * 5000 + b"}"),
+    ("reader-key", "/collections/docs/points/query", b'{"query":[1],"lookup_from":{"collection":"other"},"x":' + b"1" * 5000 + b"}"),
+    ("writer-key", "/collections/aliases", b'{"actions":[{"create_alias":{"collection_name":"docs","alias_name":"\xfe"}}]}'),
+], ids=["scoped-invalid-utf8", "scoped-digit-limit", "rewrite-digit-limit", "alias-invalid-utf8"])
+def test_a_body_the_proxy_must_read_and_cannot_is_refused(guarded, echo, key, path, body):
+    received(echo, clear=True)
+    status, _, answer = parse_answer(exchange(guarded.data_port, request_bytes("POST", path, [("api-key", key)], body)))
+    assert status == 400, answer
+    assert "not JSON bluegreen-proxy can read" in error_of(answer)
+    assert received(echo) == []
+
+
+def test_a_large_read_body_does_not_hold_other_clients(guarded, echo):
+    """A 19 MiB query whose one backslash means it must be parsed: rewritten right, while small requests
+    on other connections keep being answered (parsed inline it held the event loop 1-2 s)."""
+    vector = ",".join(["0.123456789"] * (19 * 1024 * 1024 // 12))
+    body = ('{"query":[' + vector + '],"lookup_from":{"collection":"other"},"filter":{"must":[{"key":"a\\\\b","match":{"value":1}}]}}').encode()
+    assert len(body) > 19 * 1024 * 1024
+    received(echo, clear=True)
+    latencies: list[float] = []
+    import threading
+
+    done = threading.Event()
+
+    def small_requests() -> None:
+        while not done.is_set():
+            started = time.monotonic()
+            assert parse_answer(exchange(guarded.data_port, request_bytes("GET", "/collections", [("api-key", "reader-key")])))[0] == 200
+            latencies.append(time.monotonic() - started)
+
+    poller = threading.Thread(target=small_requests)
+    poller.start()
+    try:
+        started = time.monotonic()
+        head = request_bytes("POST", "/collections/docs/points/query", [("api-key", "reader-key"), ("x-bluegreen-color", "blue")], body)
+        status, _, answer = parse_answer(exchange(guarded.data_port, head, timeout=120))
+        large = time.monotonic() - started
+    finally:
+        done.set()
+        poller.join()
+    assert status == 200, answer[:300]
+    forwarded = json.loads(base64.b64decode(json.loads(answer)["result"]["body_b64"]))
+    assert forwarded["lookup_from"] == {"collection": "other_v1"}
+    print(f"large request {large:.2f} s; {len(latencies)} small ones meanwhile, the slowest {max(latencies) * 1000:.0f} ms")
+    # Relative to the large request, so a busy machine's slowness does not decide: parsed and
+    # serialized inline (about three quarters of its time) one small request waited through it all.
+    assert len(latencies) >= 3 and max(latencies) < 0.35 * large, latencies

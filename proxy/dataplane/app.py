@@ -17,18 +17,16 @@ from proxy.dataplane.inference import EmbedFailure, TextInference
 from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
 from proxy.dataplane.shadow import PairObserver, ShadowSender
 from proxy.dataplane.live import LiveConfig, Snapshot
+from proxy.dataplane.read_bodies import ReadBodies
 from proxy.dataplane.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
-from routing.aliases import ALIASES_PATH, alias_refusal
+from routing.aliases import ALIASES_PATH
 from routing.clients import Grant, Unauthenticated, is_health_probe
 from routing.documents import VectorsFound
 from routing.operations import (
     CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write, repeatable,
 )
 from routing.results import readable_accept_encoding
-from routing.rewrite import (
-    UndecodableBody, decode_request_body, may_name_collections, parse_read_body, referenced_collections,
-    rewrite_body_collections,
-)
+from routing.rewrite import UndecodableBody, UnreadableBody, decode_request_body, may_name_collections
 from routing.table import BLUE, GREEN, CompiledRoute, canonical_path, rewrite_path, split_collection_path
 
 log = logging.getLogger("bluegreen.proxy")
@@ -109,6 +107,7 @@ class ProxyApp:
         self.in_flight = 0
         self.shadow = ShadowSender(upstream, metrics, observer, self.upstream_form)
         self.inference = inference  # routes with `embed`
+        self.read_bodies = ReadBodies()
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -167,6 +166,8 @@ class ProxyApp:
         try:
             request.deadline = self.upstream.deadline()
             await self._dispatch(request, send)
+        except UnreadableBody as exc:  # a read body to rewrite, raised before anything was sent
+            await _respond(send, 400, [_JSON], error_body(f"Wrong input: {exc}", started))
         finally:
             self.in_flight -= 1
 
@@ -187,7 +188,7 @@ class ProxyApp:
             snapshot.clients is not None or request.canonical == ALIASES_PATH
             or (route is not None and _CONTENT_ENCODING in request.client_headers)
         ):  # the plain path skips all of this
-            refusal = self._screen(request, located)
+            refusal = await self._screen(request, located)
             if refusal is not None:
                 await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
                 return
@@ -248,16 +249,15 @@ class ProxyApp:
             colours[other.name] = colour
         return colour
 
-    def _screen(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
-        """Checks before forwarding: clients (a 401 before anything else), a coded read body decoded
-        (or refused), alias actions."""
+    async def _screen(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
+        """Checks before forwarding: a coded read body decoded (or refused), clients' scopes, alias
+        actions. A body these must read and cannot: 400."""
         try:
-            refusal = self._admit(request, located)
             route = request.route
-            if refusal is None and route is not None and (request.kind is Kind.READ or route.settings.embed is not None):
+            if route is not None and (request.kind is Kind.READ or route.settings.embed is not None):
                 self._plain_body(request)  # decoded now: the rewrite (or the search for texts) reads it
-            return refusal or self._alias_refusal(request)
-        except UndecodableBody as exc:
+            return await self._admit(request, located) or await self._alias_refusal(request)
+        except (UndecodableBody, UnreadableBody) as exc:
             return 400, f"Wrong input: {exc}"
 
     def _plain_body(self, request: Request) -> bytes:
@@ -284,7 +284,7 @@ class ProxyApp:
         request.grant = grant
         return None
 
-    def _admit(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
+    async def _admit(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
         """With `clients`: authorize the client authenticated on the head (403), and swap its credential
         for the proxy's key. Without it, nothing: the client's own credential goes upstream as sent."""
         grant = request.grant
@@ -299,22 +299,20 @@ class ProxyApp:
         message = grant.refusal(collection, write, what)
         if message is None and grant.scoped and request.kind is Kind.READ:
             # A lookup reads another collection: in scope too, as Qdrant would check it.
-            for name in referenced_collections(parse_read_body(self._plain_body(request))):
+            for name in await self.read_bodies.collections_named(self._plain_body(request)):
                 message = message or grant.refusal(name, False, what)
         if message is not None:
             return 403, message
         request.headers = self.upstream.own_headers(request.headers)
         return None
 
-    def _alias_refusal(self, request: Request) -> tuple[int, str] | None:
+    async def _alias_refusal(self, request: Request) -> tuple[int, str] | None:
         """An alias change naming a logical collection: 400 (it only exists at the proxy)."""
-        if request.canonical != ALIASES_PATH or request.method != "POST" or not request.snapshot.table.routes:
+        routes = request.snapshot.table.routes
+        if request.canonical != ALIASES_PATH or request.method != "POST" or not routes:
             return None
-        try:
-            document = json.loads(self._plain_body(request))
-        except (ValueError, RecursionError):
-            return None  # Qdrant answers a malformed body itself
-        message = alias_refusal(document, request.snapshot.table.routes)
+        colours = {name: (route.blue, route.green) for name, route in routes.items()}
+        message = await self.read_bodies.alias_refusal(self._plain_body(request), colours)
         return None if message is None else (400, message)
 
     async def _cors_preflight(self, request: Request, send: Send) -> None:
@@ -353,7 +351,7 @@ class ProxyApp:
         segment, _, rest = request.canonical[len(_COLOUR_QUESTION):].partition(b"/")
         route = request.snapshot.table.lookup(segment) if rest == b"color" else None
         request.route, request.operation = route, "color"
-        refusal = self._admit(request, (segment, "") if route is not None else None)
+        refusal = await self._admit(request, (segment, "") if route is not None else None)
         if refusal is not None:
             await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
             return
@@ -419,15 +417,11 @@ class ProxyApp:
         # coded read body was decoded by _screen.
         plain = body if request.vectors is not None or request.plain_body is None else request.plain_body
         if request.kind is Kind.READ and may_name_collections(plain):
-            table = request.snapshot.table
-
-            def physical_for(name: str) -> str | None:
-                other = table.routes.get(name)
-                if other is None:
-                    return None
-                return other.collection(colour if other is route else self._lookup_colour(request, other))
-
-            rewritten = rewrite_body_collections(plain, physical_for)
+            physical = {
+                name: other.collection(colour if other is route else self._lookup_colour(request, other))
+                for name, other in request.snapshot.table.routes.items()
+            }
+            rewritten = await self.read_bodies.rewrite(plain, physical)  # UnreadableBody: refused by _handle
             if rewritten is not None:
                 body = rewritten
                 if plain is not request.body:  # sent decoded: the coding header goes
