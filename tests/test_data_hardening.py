@@ -295,3 +295,50 @@ def test_a_large_read_body_does_not_hold_other_clients(guarded, echo):
     # Relative to the large request, so a busy machine's slowness does not decide: parsed and
     # serialized inline (about three quarters of its time) one small request waited through it all.
     assert len(latencies) >= 3 and max(latencies) < 0.35 * large, latencies
+
+
+# ---------------------------------------------------------------- item 9: failures are charged to the colour that failed
+
+
+def test_a_green_timeout_is_charged_to_green_and_blue_is_not_asked_without_time(tmp_path):
+    from tests.raw_upstream import RawUpstream, response
+    from tests.support import metric_value
+
+    async def green_hangs(conn) -> None:
+        while (request := await conn.read_request()) is not None:
+            if b"docs_v2" in request.request_line:
+                await __import__("asyncio").sleep(30)
+                return
+            await conn.write(response())
+
+    routes = "  docs:\n    blue: docs_v1\n    green: docs_v2\n    green_percent: 100\n"
+    with RawUpstream(green_hangs) as upstream:
+        with RunningProxy(tmp_path / "proxy", upstream.url, routes, upstream_options="timeout: 1s") as proxy:
+            status, headers, answer = parse_answer(exchange(
+                proxy.data_port, request_bytes("POST", "/collections/docs/points/query", [("x-user-id", "u1")], b'{"query":[1]}'),
+            ))
+            metrics = proxy.metrics_text()
+    assert status == 504 and "upstream.timeout" in error_of(answer)
+    assert headers["x-bluegreen-color"] == ["green"] and headers["x-bluegreen-collection"] == ["docs_v2"]
+    assert [seen.request_line.split(b" ")[1] for seen in upstream.seen] == [b"/collections/docs_v2/points/query"]
+    assert metric_value(metrics, "bluegreen_requests_total", color="green", status="error") == 1
+    assert metric_value(metrics, "bluegreen_upstream_errors_total", color="green", kind="timeout") == 1
+    assert metric_value(metrics, "bluegreen_requests_total", color="blue") == 0
+    assert metric_value(metrics, "bluegreen_upstream_errors_total", color="blue") == 0
+    assert metric_value(metrics, "bluegreen_failovers_total") == 0
+
+
+def test_a_green_failure_with_time_left_is_answered_by_blue(tmp_path):
+    from tests.raw_upstream import RawUpstream, response
+
+    async def green_fails(conn) -> None:
+        while (request := await conn.read_request()) is not None:
+            await conn.write(response(503) if b"docs_v2" in request.request_line else response())
+
+    routes = "  docs:\n    blue: docs_v1\n    green: docs_v2\n    green_percent: 100\n"
+    with RawUpstream(green_fails) as upstream:
+        with RunningProxy(tmp_path / "proxy", upstream.url, routes, upstream_options="timeout: 5s") as proxy:
+            status, headers, _ = parse_answer(exchange(
+                proxy.data_port, request_bytes("POST", "/collections/docs/points/query", [("x-user-id", "u1")], b'{"query":[1]}'),
+            ))
+    assert status == 200 and headers["x-bluegreen-color"] == ["blue"]

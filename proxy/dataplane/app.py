@@ -31,6 +31,8 @@ from routing.table import BLUE, GREEN, CompiledRoute, canonical_path, rewrite_pa
 
 log = logging.getLogger("bluegreen.proxy")
 
+FAILOVER_SHARE = 0.1  # of upstream.timeout: the least time left in which a failed green read is retried on blue
+
 Send = Callable[[dict], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict]]
 
@@ -333,7 +335,10 @@ class ProxyApp:
     async def _read(self, request: Request, colour: str, forced: bool, send: Send) -> None:
         route = request.route
         outcome = await self._routed(request, colour)
-        failed_over = colour == GREEN and not forced and route.settings.failover and _failed(outcome) and not _overloaded(outcome)
+        failed_over = (
+            colour == GREEN and not forced and route.settings.failover and _failed(outcome) and not _overloaded(outcome)
+            and self._time_to_fail_over(request)
+        )
         if failed_over:
             # The client never sees a green failure it can be spared: answer from blue. Never for a
             # forced colour: its body may be made for that colour only (a new embedding model).
@@ -343,6 +348,12 @@ class ProxyApp:
         await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), request.started)
         if route.settings.shadow is not None and not failed_over:  # both colours were just asked
             self.shadow.after_read(request, colour, forced, outcome)
+
+    def _time_to_fail_over(self, request: Request) -> bool:
+        """Whether blue can still be asked within the request's deadline: at least a tenth of
+        upstream.timeout left. Else (green took the time) the client gets green's failure, charged to
+        green, and blue is not asked with no time to answer."""
+        return request.deadline - time.monotonic() >= self.upstream.settings.timeout * FAILOVER_SHARE
 
     async def _answer_colour(self, request: Request, send: Send) -> None:
         """`GET /bluegreen/routes/{route}/color`: the colour the split gives this request's key now, for
