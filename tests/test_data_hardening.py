@@ -342,3 +342,61 @@ def test_a_green_failure_with_time_left_is_answered_by_blue(tmp_path):
                 proxy.data_port, request_bytes("POST", "/collections/docs/points/query", [("x-user-id", "u1")], b'{"query":[1]}'),
             ))
     assert status == 200 and headers["x-bluegreen-color"] == ["blue"]
+
+
+# ---------------------------------------------------------------- item 7: browsers see the proxy's own answers
+
+ORIGIN = "https://app.example"
+
+
+def _browser(port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"") -> tuple[int, dict, bytes]:
+    return parse_answer(exchange(port, request_bytes(method, path, [("origin", ORIGIN), *headers], body)))
+
+
+def _readable_by_the_page(headers: dict) -> None:
+    assert headers["access-control-allow-origin"] == [ORIGIN]
+    assert "origin" in ", ".join(headers["vary"]).lower()
+
+
+@pytest.mark.parametrize("method, path, headers, body, status", [
+    ("POST", "/collections/docs/points/query", [], b'{"query":[1]}', 401),
+    ("POST", "/collections/docs/points/query", [("api-key", "nope")], b'{"query":[1]}', 401),
+    ("POST", "/collections/other/points/query", [("api-key", "docs-key")], b'{"query":[1]}', 403),
+    ("DELETE", "/collections/docs", [("api-key", "writer-key")], b"", 400),
+    ("POST", "/collections/docs/points/query", [("api-key", "reader-key"), ("api-key", "reader-key")], b'{"query":[1]}', 400),
+    ("GET", "/bluegreen/routes/nope/color", [("api-key", "reader-key")], b"", 404),
+    ("POST", "/bluegreen/routes/docs/color", [("api-key", "writer-key")], b"", 405),
+], ids=["no-key", "bad-key", "out-of-scope", "logical-delete", "duplicate", "colour-404", "colour-405"])
+def test_the_proxys_own_refusals_carry_cors(guarded, method, path, headers, body, status):
+    answer_status, answer_headers, answer = _browser(guarded.data_port, method, path, headers, body)
+    assert answer_status == status, answer
+    _readable_by_the_page(answer_headers)
+    error_of(answer)
+
+
+def test_the_colour_endpoint_is_readable_by_a_page(guarded):
+    status, headers, answer = _browser(guarded.data_port, "GET", "/bluegreen/routes/docs/color", [("api-key", "reader-key"), ("x-user-id", "u1")])
+    assert status == 200, answer
+    _readable_by_the_page(headers)
+    assert "x-bluegreen-color" in headers["access-control-expose-headers"][0]
+    assert headers["x-bluegreen-color"][0] == json.loads(answer)["result"]["color"]
+
+
+def test_routed_answers_expose_the_colour_headers(guarded):
+    status, headers, _ = _browser(guarded.data_port, "POST", "/collections/docs/points/query", [("api-key", "reader-key")], b'{"query":[1]}')
+    assert status == 200
+    exposed = [name.strip() for value in headers["access-control-expose-headers"] for name in value.split(",")]
+    assert {"x-bluegreen-color", "x-bluegreen-collection"} <= set(exposed)
+    assert headers["x-bluegreen-color"][0] in ("blue", "green")
+
+
+def test_the_listeners_own_refusals_carry_cors(guarded):
+    head = _head_of_size(16385).replace(b"host: proxy\r\n", f"host: proxy\r\norigin: {ORIGIN}\r\n".encode())
+    status, headers, _ = parse_answer(exchange(guarded.data_port, head))
+    assert status == 431
+    _readable_by_the_page(headers)
+    [sock] = _slow_bodies(guarded.data_port, 1, [("api-key", "reader-key"), ("origin", ORIGIN)])
+    with sock:
+        status, headers, _ = parse_answer(read_to_close(sock))
+    assert status == 408
+    _readable_by_the_page(headers)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +17,9 @@ from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
 from proxy.dataplane.shadow import PairObserver, ShadowSender
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.dataplane.read_bodies import ReadBodies
+from proxy.dataplane.responses import (
+    JSON, ResponseBroken, colour_headers, cors_headers, exposing_colour_headers, ok_body, respond, respond_error,
+)
 from proxy.dataplane.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
 from routing.aliases import ALIASES_PATH
 from routing.clients import Grant, Unauthenticated, is_health_probe
@@ -36,9 +38,7 @@ FAILOVER_SHARE = 0.1  # of upstream.timeout: the least time left in which a fail
 Send = Callable[[dict], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict]]
 
-_JSON = (b"content-type", b"application/json")
-_COLOUR_HEADER = b"x-bluegreen-color"
-_COLLECTION_HEADER = b"x-bluegreen-collection"
+_ORIGIN = b"origin"
 _COLOUR_QUESTION = b"/bluegreen/routes/"  # + {route}/color: outside Qdrant's API, so never forwarded
 _CONTENT_ENCODING = b"content-encoding"
 # Headers that change how a request is read, framed, addressed or authenticated: a second copy is
@@ -65,13 +65,6 @@ class ClientGone(Exception):
     pass
 
 
-def error_body(message: str, started: float) -> bytes:
-    """Qdrant's error envelope."""
-    return json.dumps(
-        {"status": {"error": message}, "time": round(time.perf_counter() - started, 6)}, separators=(",", ":")
-    ).encode()
-
-
 @dataclass(slots=True)
 class Request:
     """One client request as it flows through the data path: read once, carried through every step."""
@@ -95,6 +88,11 @@ class Request:
     upstream_seconds: float = 0.0  # the last upstream exchange, send to answer
     vectors: VectorsFound | None = None  # Documents to embed per colour (routes with `embed`)
     grant: Grant | None = None  # the client, authenticated on the head (with `clients`, but for a probe)
+
+    @property
+    def origin(self) -> bytes | None:
+        """A browser's Origin: the proxy's own answers then carry CORS headers."""
+        return self.client_headers.get(_ORIGIN)
 
 
 class ProxyApp:
@@ -120,16 +118,17 @@ class ProxyApp:
         except ClientGone:
             return
         except BodyTooLarge as exc:
-            await _respond(send, 413, [_JSON], error_body(f"Payload too large: request body exceeds {exc.limit} bytes (limits.max_body_bytes)", started))
+            message = f"Payload too large: request body exceeds {exc.limit} bytes (limits.max_body_bytes)"
+            await respond_error(send, 413, message, started, _origin(scope))
         except Exception as exc:  # noqa: BLE001 - the process must keep serving whatever one request does
             await _internal_error(scope, send, exc, started)
 
-    async def _shed(self, send: Send, limit: int, started: float) -> None:
+    async def _shed(self, send: Send, limit: int, started: float, origin: bytes | None) -> None:
         series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, UNROUTED_OPERATION)
         series.upstream_error("overloaded")
         series.observe(503, time.perf_counter() - started)
         message = f"Service overloaded: {limit} requests in progress (limits.max_concurrency)"
-        await _respond(send, 503, [_JSON], error_body(message, started))
+        await respond_error(send, 503, message, started, origin)
 
     async def _handle(self, scope: dict, receive: Receive, send: Send, started: float) -> None:
         snapshot = self.live.snapshot  # the one read: config, table and effective split together
@@ -138,7 +137,7 @@ class ProxyApp:
             duplicate = _duplicated_single_header(scope["headers"])
             if duplicate is not None:
                 message = f"Wrong input: the `{duplicate}` header is sent more than once; send it once"
-                await _respond(send, 400, [_JSON], error_body(message, started))
+                await respond_error(send, 400, message, started, client_headers.get(_ORIGIN))
                 return
         request = Request(
             method=scope["method"],
@@ -156,20 +155,20 @@ class ProxyApp:
             # On the head, before the body: an unknown client sends nothing the proxy waits for.
             refusal = self._authenticate(request)
             if refusal is not None:
-                await _respond(send, 401, [_JSON], error_body(refusal, started))
+                await respond_error(send, 401, refusal, started, client_headers.get(_ORIGIN))
                 return
         limits = snapshot.config.limits
         request.body = await _read_body(scope, receive, limits.max_body_bytes)
         # A slot only once the body is in: clients still sending (limits.body_timeout) hold none.
         if self.in_flight >= limits.max_concurrency:
-            await self._shed(send, limits.max_concurrency, started)
+            await self._shed(send, limits.max_concurrency, started, client_headers.get(_ORIGIN))
             return
         self.in_flight += 1
         try:
             request.deadline = self.upstream.deadline()
             await self._dispatch(request, send)
         except UnreadableBody as exc:  # a read body to rewrite, raised before anything was sent
-            await _respond(send, 400, [_JSON], error_body(f"Wrong input: {exc}", started))
+            await respond_error(send, 400, f"Wrong input: {exc}", started, client_headers.get(_ORIGIN))
         finally:
             self.in_flight -= 1
 
@@ -192,13 +191,13 @@ class ProxyApp:
         ):  # the plain path skips all of this
             refusal = await self._screen(request, located)
             if refusal is not None:
-                await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
+                await respond_error(send, refusal[0], refusal[1], started, request.origin)
                 return
         if route is None:
             request.repeatable = request.method in ("GET", "HEAD")
             series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, request.operation)
             outcome = await self._exchange(request, request.path, request.body, series)
-            await _send_outcome(send, outcome, (), started)
+            await _send_outcome(send, outcome, (), request)
             return
 
         inspectable = request.body if _CONTENT_ENCODING not in request.client_headers else None
@@ -229,13 +228,13 @@ class ProxyApp:
                 await self._write_both(request, send)
             else:
                 outcome = await self._routed(request, policy)
-                await _send_outcome(send, outcome, _colour_headers(policy, route.collection(policy)), started)
+                await _send_outcome(send, outcome, colour_headers(policy, route.collection(policy)), request)
         elif kind is Kind.INFO:
             colour = route.forced_colour(request.client_headers) or BLUE  # a new model's client reads green's vector size
             outcome = await self._routed(request, colour)
-            await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), started)
+            await _send_outcome(send, outcome, colour_headers(colour, route.collection(colour)), request)
         else:
-            await _respond(send, 400, [_JSON], error_body(_refusal(route, request.operation), started))
+            await respond_error(send, 400, _refusal(route, request.operation), started, request.origin)
 
     def _lookup_colour(self, request: Request, other: CompiledRoute) -> str:
         """The colour of another route named in this request's body: that route's own decision for the
@@ -330,7 +329,7 @@ class ProxyApp:
         else:
             request.route, request.operation = route, CORS_PREFLIGHT_OPERATION
             outcome = await self._routed(request, BLUE)
-        await _send_outcome(send, outcome, (), request.started)
+        await _send_outcome(send, outcome, (), request)
 
     async def _read(self, request: Request, colour: str, forced: bool, send: Send) -> None:
         route = request.route
@@ -345,7 +344,7 @@ class ProxyApp:
             self.metrics.failovers.labels(route.name).inc()
             colour = BLUE
             outcome = await self._routed(request, BLUE, since=time.perf_counter())
-        await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), request.started)
+        await _send_outcome(send, outcome, colour_headers(colour, route.collection(colour)), request)
         if route.settings.shadow is not None and not failed_over:  # both colours were just asked
             self.shadow.after_read(request, colour, forced, outcome)
 
@@ -364,25 +363,26 @@ class ProxyApp:
         request.route, request.operation = route, "color"
         refusal = await self._admit(request, (segment, "") if route is not None else None)
         if refusal is not None:
-            await _respond(send, refusal[0], [_JSON], error_body(refusal[1], started))
+            await respond_error(send, refusal[0], refusal[1], started, request.origin)
             return
         if route is None:
             message = f"Not found: `{request.path.decode('latin-1')}`: ask GET /bluegreen/routes/{{route}}/color for a configured route"
-            await _respond(send, 404, [_JSON], error_body(message, started))
+            await respond_error(send, 404, message, started, request.origin)
             return
         if request.method != "GET":
-            await _respond(send, 405, [_JSON], error_body(f"Method not allowed: {request.method}; use GET", started))
+            await respond_error(send, 405, f"Method not allowed: {request.method}; use GET", started, request.origin)
             return
         if route.key(request.client_headers) is None:
             sources = ", ".join(h.decode("latin-1") for h in route.key_headers)
             message = f"Wrong input: send the route's key ({sources}): the colour is decided per key"
-            await _respond(send, 400, [_JSON], error_body(message, started))
+            await respond_error(send, 400, message, started, request.origin)
             return
         threshold = _threshold(request.snapshot, route)
         colour = route.split_colour(threshold, request.client_headers, b"")
         collection = route.collection(colour)
         decision = {"route": route.name, "color": colour, "collection": collection, "effective_green_percent": threshold / 100}
-        await _respond(send, 200, [_JSON, *_colour_headers(colour, collection)], _ok_body(decision, started))
+        headers = [JSON, *colour_headers(colour, collection), *cors_headers(request.origin)]
+        await respond(send, 200, headers, ok_body(decision, started))
 
     async def _write_both(self, request: Request, send: Send) -> None:
         """Sent to both at once; acknowledged only when both succeed, else the failing side's answer."""
@@ -393,9 +393,9 @@ class ProxyApp:
         elif not _succeeded(green):
             outcome, colour = green, GREEN
         else:
-            await _send_outcome(send, blue, _colour_headers("both", f"{route.blue},{route.green}"), request.started)
+            await _send_outcome(send, blue, colour_headers("both", f"{route.blue},{route.green}"), request)
             return
-        await _send_outcome(send, outcome, _colour_headers(colour, route.collection(colour)), request.started)
+        await _send_outcome(send, outcome, colour_headers(colour, route.collection(colour)), request)
 
     async def _routed(self, request: Request, colour: str, since: float | None = None) -> UpstreamResponse | UpstreamFailure:
         """Send the request to `colour`'s physical collection; `since` starts the clock of a retry."""
@@ -501,17 +501,6 @@ def _readable_by_the_guard(headers: list[tuple[bytes, bytes]]) -> list[tuple[byt
     return narrowed
 
 
-def _ok_body(result, started: float) -> bytes:
-    """Qdrant's success envelope."""
-    return json.dumps(
-        {"result": result, "status": "ok", "time": round(time.perf_counter() - started, 6)}, separators=(",", ":")
-    ).encode()
-
-
-def _colour_headers(colour: str, collection: str) -> tuple[tuple[bytes, bytes], ...]:
-    return ((_COLOUR_HEADER, colour.encode()), (_COLLECTION_HEADER, collection.encode()))
-
-
 def _failed(outcome: UpstreamResponse | UpstreamFailure) -> bool:
     return isinstance(outcome, UpstreamFailure) or outcome.status >= 500
 
@@ -536,38 +525,34 @@ def _refusal(route: CompiledRoute, operation: str) -> str:
 _FAILURE_STATUS = {"timeout": 504, "overloaded": 503}
 
 
-async def _send_outcome(send: Send, outcome, extra_headers, started: float) -> None:
+async def _send_outcome(send: Send, outcome, extra_headers, request: Request) -> None:
+    """The upstream's answer with `extra_headers` (the colour's), or the proxy's own for no answer."""
+    origin = request.origin
     if isinstance(outcome, UpstreamFailure):
         status = _FAILURE_STATUS.get(outcome.kind, 502)
-        await _respond(send, status, [_JSON, *extra_headers], error_body(outcome.detail, started))
+        await respond_error(send, status, outcome.detail, request.started, origin, extra_headers)
         return
-    await _respond(send, outcome.status, outcome.headers + list(extra_headers), outcome.body, outcome.head_length)
+    headers = outcome.headers + list(extra_headers)
+    if origin is not None and extra_headers:
+        headers = exposing_colour_headers(headers)
+    await respond(send, outcome.status, headers, outcome.body, outcome.head_length)
 
 
-async def _respond(send: Send, status: int, headers: list, body: bytes, length: bytes | None = None) -> None:
-    """`length`: a HEAD answer's Content-Length (the body is empty)."""
-    headers.append((b"content-length", length or str(len(body)).encode()))
-    try:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-    except Exception as exc:
-        raise _ResponseBroken from exc
-
-
-class _ResponseBroken(Exception):
-    """The server refused part of a response it may have begun: no second response can follow."""
+def _origin(scope: dict) -> bytes | None:
+    return first_values(scope["headers"]).get(_ORIGIN)
 
 
 async def _internal_error(scope: dict, send: Send, exc: Exception, started: float) -> None:
     """One log line (the traceback at debug level) and, when no response began, a 500 in the envelope;
     else the server closes the connection."""
-    broken = isinstance(exc, _ResponseBroken)
+    broken = isinstance(exc, ResponseBroken)
     cause = exc.__cause__ if broken else exc
     log.error("internal error handling %s %s: %s: %s", scope.get("method"), scope.get("path"), type(cause).__name__, cause)
     log.debug("traceback", exc_info=exc)
     if not broken:
-        with contextlib.suppress(_ResponseBroken):
-            await _respond(send, 500, [_JSON], error_body("Service internal error: bluegreen-proxy failed to handle the request", started))
+        with contextlib.suppress(ResponseBroken):
+            message = "Service internal error: bluegreen-proxy failed to handle the request"
+            await respond_error(send, 500, message, started, _origin(scope))
 
 
 async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:

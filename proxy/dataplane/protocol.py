@@ -18,7 +18,7 @@ import time
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from proxy.dataplane.app import error_body
+from proxy.dataplane.responses import cors_headers, error_body
 from routing.config import Limits
 
 
@@ -151,11 +151,13 @@ class _LimitedProtocol(HttpToolsProtocol):
         cycle = self._body_cycle
         self._body_timer = self._body_cycle = None
         refusal = Refusal(408, f"Request timeout: body not received within {self.limits.body_timeout:g}s (limits.body_timeout)")
-        self._refuse(refusal, answer=cycle is not None and not cycle.response_started)
+        answer = cycle is not None and not cycle.response_started
+        self._refuse(refusal, answer, cycle.scope["headers"] if answer else ())
 
-    def _refuse(self, refusal: Refusal, answer: bool | None = None) -> None:
+    def _refuse(self, refusal: Refusal, answer: bool | None = None, head: list | tuple | None = None) -> None:
         """Answer in Qdrant's envelope and close: what is left of the connection cannot be trusted.
-        `answer` None: only between requests (never inside another response)."""
+        `answer` None: only between requests (never inside another response). `head`: the request's
+        header fields (default: those parsed so far), for a browser's Origin."""
         self._stop_head_timer()
         self._stop_body_timer()
         transport = self.transport
@@ -165,8 +167,10 @@ class _LimitedProtocol(HttpToolsProtocol):
             answer = self.cycle is None or self.cycle.response_complete
         if answer:
             body = error_body(refusal.message, time.perf_counter())
+            origin = next((value for name, value in ((self.headers or ()) if head is None else head) if name == b"origin"), None)
+            cors = b"".join(name + b": " + value + b"\r\n" for name, value in cors_headers(origin))
             transport.write(b"".join((
-                STATUS_LINE[refusal.status], b"content-type: application/json\r\ncontent-length: ",
+                STATUS_LINE[refusal.status], b"content-type: application/json\r\n", cors, b"content-length: ",
                 str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body,
             )))
         transport.close()
