@@ -8,91 +8,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol
-from urllib.parse import unquote_to_bytes
 
+from proxy.dataplane.admission import CONTENT_ENCODING, Admission, duplicated_header
+from proxy.dataplane.body import BodyTooLarge, ClientGone, Receive, read_body
 from proxy.dataplane.inference import EmbedFailure, TextInference
-from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
-from proxy.dataplane.shadow import PairObserver, ShadowSender
-from proxy.dataplane.live import LiveConfig, Snapshot
+from proxy.dataplane.live import LiveConfig
 from proxy.dataplane.read_bodies import ReadBodies
+from proxy.dataplane.request import ORIGIN, Observer, Request, first_values
 from proxy.dataplane.responses import (
-    JSON, ResponseBroken, colour_headers, cors_headers, exposing_colour_headers, ok_body, respond, respond_error,
+    JSON, ResponseBroken, Send, colour_headers, cors_headers, exposing_colour_headers, ok_body, respond, respond_error,
 )
+from proxy.dataplane.shadow import PairObserver, ShadowSender
 from proxy.dataplane.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse, without_client_credentials
+from proxy.dataplane.upstream_form import UpstreamForms
+from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
 from routing.aliases import ALIASES_PATH
-from routing.clients import Grant, Unauthenticated, is_health_probe
-from routing.documents import VectorsFound
-from routing.operations import (
-    CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write, repeatable,
-)
+from routing.operations import CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, repeatable
 from routing.results import readable_accept_encoding
-from routing.rewrite import UndecodableBody, UnreadableBody, decode_request_body, may_name_collections
-from routing.table import BLUE, GREEN, CompiledRoute, canonical_path, rewrite_path, split_collection_path
+from routing.rewrite import UnreadableBody
+from routing.table import BLUE, GREEN, CompiledRoute, canonical_path, split_collection_path
 
 log = logging.getLogger("bluegreen.proxy")
 
 FAILOVER_SHARE = 0.1  # of upstream.timeout: the least time left in which a failed green read is retried on blue
-
-Send = Callable[[dict], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict]]
-
-_ORIGIN = b"origin"
 _COLOUR_QUESTION = b"/bluegreen/routes/"  # + {route}/color: outside Qdrant's API, so never forwarded
-_CONTENT_ENCODING = b"content-encoding"
-# Headers that change how a request is read, framed, addressed or authenticated: a second copy is
-# refused, since the proxy and the upstream could each read a different one.
-_SINGLE_HEADERS = frozenset(
-    {b"content-encoding", b"content-length", b"content-type", b"transfer-encoding", b"host", b"api-key", b"authorization"}
-)
-
-
-class Observer(Protocol):
-    """Sees every routed upstream exchange (the rollout guard listens here); `response` is None when
-    none came."""
-
-    def observe(self, route: str, colour: str, operation: str, response: UpstreamResponse | None, seconds: float) -> None: ...
-
-
-class BodyTooLarge(Exception):
-    def __init__(self, limit: int):
-        super().__init__(limit)
-        self.limit = limit
-
-
-class ClientGone(Exception):
-    pass
-
-
-@dataclass(slots=True)
-class Request:
-    """One client request as it flows through the data path: read once, carried through every step."""
-
-    method: str
-    path: bytes  # the raw path as received (what an unrouted request forwards)
-    query: bytes
-    client_headers: dict[bytes, bytes]  # by lower-case name, the first value of each (Starlette's rule)
-    headers: list[tuple[bytes, bytes]]  # what goes upstream (hop-by-hop dropped)
-    body: bytes
-    started: float
-    snapshot: Snapshot
-    deadline: float  # on time.monotonic(): upstream.timeout for the whole request, failover included
-    operation: str = UNROUTED_OPERATION
-    route: CompiledRoute | None = None
-    repeatable: bool = False  # safe to resend when a pooled upstream connection dropped it unanswered
-    canonical: bytes = b""  # the path as Qdrant routes it: every decision is made on it
-    kind: Kind | None = None  # for a path under /collections/{name}
-    plain_body: bytes | None = None  # the body with its Content-Encoding undone, once looked at
-    lookup_colours: dict[str, str] | None = None  # other routes named in the body: their colours, decided once
-    upstream_seconds: float = 0.0  # the last upstream exchange, send to answer
-    vectors: VectorsFound | None = None  # Documents to embed per colour (routes with `embed`)
-    grant: Grant | None = None  # the client, authenticated on the head (with `clients`, but for a probe)
-
-    @property
-    def origin(self) -> bytes | None:
-        """A browser's Origin: the proxy's own answers then carry CORS headers."""
-        return self.client_headers.get(_ORIGIN)
 
 
 class ProxyApp:
@@ -105,9 +44,11 @@ class ProxyApp:
         self.metrics = metrics
         self.observer = observer
         self.in_flight = 0
-        self.shadow = ShadowSender(upstream, metrics, observer, self.upstream_form)
-        self.inference = inference  # routes with `embed`
         self.read_bodies = ReadBodies()
+        self.admission = Admission(upstream, self.read_bodies)
+        self.forms = UpstreamForms(inference, self.read_bodies)
+        self.inference = inference  # routes with `embed`
+        self.shadow = ShadowSender(upstream, metrics, observer, self.forms)
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -134,10 +75,10 @@ class ProxyApp:
         snapshot = self.live.snapshot  # the one read: config, table and effective split together
         client_headers = first_values(scope["headers"])
         if len(client_headers) != len(scope["headers"]):
-            duplicate = _duplicated_single_header(scope["headers"])
+            duplicate = duplicated_header(scope["headers"])
             if duplicate is not None:
                 message = f"Wrong input: the `{duplicate}` header is sent more than once; send it once"
-                await respond_error(send, 400, message, started, client_headers.get(_ORIGIN))
+                await respond_error(send, 400, message, started, client_headers.get(ORIGIN))
                 return
         request = Request(
             method=scope["method"],
@@ -153,22 +94,22 @@ class ProxyApp:
         request.canonical = canonical_path(request.path)
         if snapshot.clients is not None and request.method != "OPTIONS":
             # On the head, before the body: an unknown client sends nothing the proxy waits for.
-            refusal = self._authenticate(request)
+            refusal = self.admission.authenticate(request)
             if refusal is not None:
-                await respond_error(send, 401, refusal, started, client_headers.get(_ORIGIN))
+                await respond_error(send, 401, refusal, started, client_headers.get(ORIGIN))
                 return
         limits = snapshot.config.limits
-        request.body = await _read_body(scope, receive, limits.max_body_bytes)
+        request.body = await read_body(scope, receive, limits.max_body_bytes)
         # A slot only once the body is in: clients still sending (limits.body_timeout) hold none.
         if self.in_flight >= limits.max_concurrency:
-            await self._shed(send, limits.max_concurrency, started, client_headers.get(_ORIGIN))
+            await self._shed(send, limits.max_concurrency, started, client_headers.get(ORIGIN))
             return
         self.in_flight += 1
         try:
             request.deadline = self.upstream.deadline()
             await self._dispatch(request, send)
         except UnreadableBody as exc:  # a read body to rewrite, raised before anything was sent
-            await respond_error(send, 400, f"Wrong input: {exc}", started, client_headers.get(_ORIGIN))
+            await respond_error(send, 400, f"Wrong input: {exc}", started, client_headers.get(ORIGIN))
         finally:
             self.in_flight -= 1
 
@@ -187,9 +128,9 @@ class ProxyApp:
         request.route = route
         if (
             snapshot.clients is not None or request.canonical == ALIASES_PATH
-            or (route is not None and _CONTENT_ENCODING in request.client_headers)
+            or (route is not None and CONTENT_ENCODING in request.client_headers)
         ):  # the plain path skips all of this
-            refusal = await self._screen(request, located)
+            refusal = await self.admission.screen(request, located)
             if refusal is not None:
                 await respond_error(send, refusal[0], refusal[1], started, request.origin)
                 return
@@ -200,7 +141,7 @@ class ProxyApp:
             await _send_outcome(send, outcome, (), request)
             return
 
-        inspectable = request.body if _CONTENT_ENCODING not in request.client_headers else None
+        inspectable = request.body if CONTENT_ENCODING not in request.client_headers else None
         request.repeatable = repeatable(request.method, request.operation, request.kind, inspectable)
         kind = request.kind
         pinned = None
@@ -217,7 +158,7 @@ class ProxyApp:
             if forced is None and pinned is not None:
                 forced = pinned  # a raw vector only this colour's collection takes
                 self.metrics.pinned.labels(route.name, pinned).inc()
-            colour = forced or route.split_colour(_threshold(request.snapshot, route), request.client_headers, request.body)
+            colour = forced or route.split_colour(request.snapshot.threshold(route), request.client_headers, request.body)
             await self._read(request, colour, forced is not None, send)
         elif kind is Kind.WRITE:
             policy = route.settings.writes
@@ -235,86 +176,6 @@ class ProxyApp:
             await _send_outcome(send, outcome, colour_headers(colour, route.collection(colour)), request)
         else:
             await respond_error(send, 400, _refusal(route, request.operation), started, request.origin)
-
-    def _lookup_colour(self, request: Request, other: CompiledRoute) -> str:
-        """The colour of another route named in this request's body: that route's own decision for the
-        same key (its forced colour, or its effective split), decided once per request."""
-        colours = request.lookup_colours
-        if colours is None:
-            colours = request.lookup_colours = {}
-        colour = colours.get(other.name)
-        if colour is None:
-            colour = other.forced_colour(request.client_headers) or other.split_colour(
-                _threshold(request.snapshot, other), request.client_headers, request.body
-            )
-            colours[other.name] = colour
-        return colour
-
-    async def _screen(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
-        """Checks before forwarding: a coded read body decoded (or refused), clients' scopes, alias
-        actions. A body these must read and cannot: 400."""
-        try:
-            route = request.route
-            if route is not None and (request.kind is Kind.READ or route.settings.embed is not None):
-                self._plain_body(request)  # decoded now: the rewrite (or the search for texts) reads it
-            return await self._admit(request, located) or await self._alias_refusal(request)
-        except (UndecodableBody, UnreadableBody) as exc:
-            return 400, f"Wrong input: {exc}"
-
-    def _plain_body(self, request: Request) -> bytes:
-        """The body as Qdrant will read it (Content-Encoding undone); UndecodableBody when it cannot be."""
-        if request.plain_body is None:
-            coding = request.client_headers.get(_CONTENT_ENCODING)
-            request.plain_body = (
-                decode_request_body(request.body, coding, request.snapshot.config.limits.max_body_bytes)
-                if coding else request.body
-            )
-        return request.plain_body
-
-    def _authenticate(self, request: Request) -> str | None:
-        """With `clients`: who sends the request (kept as `request.grant`); the 401 message when no one
-        the proxy knows. Qdrant's probes need no credential, and get none sent."""
-        if is_health_probe(request.canonical):
-            request.headers = without_client_credentials(request.headers)
-            return None
-        grant = request.snapshot.clients.authenticate(
-            request.client_headers.get(b"api-key"), request.client_headers.get(b"authorization"), time.time()
-        )
-        if isinstance(grant, Unauthenticated):
-            return grant.message
-        request.grant = grant
-        return None
-
-    async def _admit(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
-        """With `clients`: authorize the client authenticated on the head (403), and swap its credential
-        for the proxy's key. Without it, nothing: the client's own credential goes upstream as sent."""
-        grant = request.grant
-        if grant is None:  # no `clients`, or a probe
-            return None
-        if located is None or request.canonical == ALIASES_PATH:
-            collection, what = None, f"{request.method} {request.canonical.decode('latin-1')}"
-        else:
-            collection = request.route.name if request.route is not None else _collection_name(located[0])
-            what = request.operation
-        write = is_write(request.method, request.kind, request.operation, request.canonical)
-        message = grant.refusal(collection, write, what)
-        if message is None and grant.scoped and request.kind is Kind.READ:
-            # A lookup reads another collection: in scope too, as Qdrant would check it.
-            for name in await self.read_bodies.collections_named(self._plain_body(request)):
-                message = message or grant.refusal(name, False, what)
-        if message is not None:
-            return 403, message
-        request.headers = self.upstream.own_headers(request.headers)
-        return None
-
-    async def _alias_refusal(self, request: Request) -> tuple[int, str] | None:
-        """An alias change naming a logical collection: 400 (it only exists at the proxy)."""
-        routes = request.snapshot.table.routes
-        if request.canonical != ALIASES_PATH or request.method != "POST" or not routes:
-            return None
-        colours = {name: (route.blue, route.green) for name, route in routes.items()}
-        message = await self.read_bodies.alias_refusal(self._plain_body(request), colours)
-        return None if message is None else (400, message)
 
     async def _cors_preflight(self, request: Request, send: Send) -> None:
         """OPTIONS: answered by the upstream (blue for a routed collection), its answer unchanged. A
@@ -361,7 +222,7 @@ class ProxyApp:
         segment, _, rest = request.canonical[len(_COLOUR_QUESTION):].partition(b"/")
         route = request.snapshot.table.lookup(segment) if rest == b"color" else None
         request.route, request.operation = route, "color"
-        refusal = await self._admit(request, (segment, "") if route is not None else None)
+        refusal = await self.admission.admit(request, (segment, "") if route is not None else None)
         if refusal is not None:
             await respond_error(send, refusal[0], refusal[1], started, request.origin)
             return
@@ -377,7 +238,7 @@ class ProxyApp:
             message = f"Wrong input: send the route's key ({sources}): the colour is decided per key"
             await respond_error(send, 400, message, started, request.origin)
             return
-        threshold = _threshold(request.snapshot, route)
+        threshold = request.snapshot.threshold(route)
         colour = route.split_colour(threshold, request.client_headers, b"")
         collection = route.collection(colour)
         decision = {"route": route.name, "color": colour, "collection": collection, "effective_green_percent": threshold / 100}
@@ -403,7 +264,7 @@ class ProxyApp:
         series = self.metrics.series(route.name, colour, route.collection(colour), request.operation)
         started = request.started if since is None else since
         try:
-            path, body, headers = await self.upstream_form(request, colour)
+            path, body, headers = await self.forms.form(request, colour)
         except EmbedFailure as failure:
             seconds = time.perf_counter() - started
             series.observe(504 if failure.kind == "timeout" else 502, seconds)
@@ -413,31 +274,6 @@ class ProxyApp:
         seconds = time.perf_counter() - started
         self.observer.observe(route.name, colour, request.operation, None if isinstance(outcome, UpstreamFailure) else outcome, seconds)
         return outcome
-
-    async def upstream_form(self, request: Request, colour: str) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
-        """Path, body and headers of the request as `colour`'s physical collection gets it: its own
-        model's embeddings on an `embed` route (EmbedFailure when its embedder fails), collection
-        names for it in a read's body. Shadow reads send the other colour's form of an answered read."""
-        route = request.route
-        body, headers = request.body, request.headers
-        if request.vectors is not None:
-            body = await self.inference.body_for(request, colour)
-            if request.plain_body is not None and request.plain_body is not request.body:  # sent decoded: the coding header goes
-                headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
-        # Writes go byte for byte (but for embedded Documents), the same bytes to both colours. A
-        # coded read body was decoded by _screen.
-        plain = body if request.vectors is not None or request.plain_body is None else request.plain_body
-        if request.kind is Kind.READ and may_name_collections(plain):
-            physical = {
-                name: other.collection(colour if other is route else self._lookup_colour(request, other))
-                for name, other in request.snapshot.table.routes.items()
-            }
-            rewritten = await self.read_bodies.rewrite(plain, physical)  # UnreadableBody: refused by _handle
-            if rewritten is not None:
-                body = rewritten
-                if plain is not request.body:  # sent decoded: the coding header goes
-                    headers = [(name, value) for name, value in headers if name != _CONTENT_ENCODING]
-        return rewrite_path(request.canonical, route.segment(colour)), body, headers
 
     async def _exchange(
         self, request: Request, path: bytes, body: bytes, series, started: float | None = None,
@@ -460,32 +296,6 @@ class ProxyApp:
             series.upstream_error("5xx")
         series.observe(response.status, time.perf_counter() - started)
         return response
-
-
-def first_values(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-    """Each header's first value by name: the one reading of a header used everywhere (as Starlette's
-    `Headers` reads one)."""
-    return dict(reversed(headers))
-
-
-def _duplicated_single_header(headers: list[tuple[bytes, bytes]]) -> str | None:
-    seen = set()
-    for name, _ in headers:
-        if name in _SINGLE_HEADERS:
-            if name in seen:
-                return name.decode("latin-1")
-            seen.add(name)
-    return None
-
-
-def _collection_name(segment: bytes) -> str:
-    """A path segment as the collection name Qdrant reads from it (fully percent-decoded)."""
-    return unquote_to_bytes(segment).decode("utf-8", "replace") if b"%" in segment else segment.decode("utf-8", "replace")
-
-
-def _threshold(snapshot: Snapshot, route: CompiledRoute) -> int:
-    """The route's effective threshold, from the same snapshot the route came from."""
-    return snapshot.thresholds.get(route.name, route.configured_threshold)
 
 
 def _readable_by_the_guard(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -539,7 +349,7 @@ async def _send_outcome(send: Send, outcome, extra_headers, request: Request) ->
 
 
 def _origin(scope: dict) -> bytes | None:
-    return first_values(scope["headers"]).get(_ORIGIN)
+    return first_values(scope["headers"]).get(ORIGIN)
 
 
 async def _internal_error(scope: dict, send: Send, exc: Exception, started: float) -> None:
@@ -553,29 +363,3 @@ async def _internal_error(scope: dict, send: Send, exc: Exception, started: floa
         with contextlib.suppress(ResponseBroken):
             message = "Service internal error: bluegreen-proxy failed to handle the request"
             await respond_error(send, 500, message, started, _origin(scope))
-
-
-async def _read_body(scope: dict, receive: Receive, limit: int) -> bytes:
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise BodyTooLarge(limit)
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGone
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        if len(body) > limit:
-            raise BodyTooLarge(limit)
-        return body
-    chunks, size = [body], len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
