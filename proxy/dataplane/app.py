@@ -51,11 +51,47 @@ class ProxyApp:
         self.shadow = ShadowSender(upstream, metrics, observer, self.forms)
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        """The head checked, the body read, a request slot taken, dispatched; every refusal in Qdrant's
+        envelope, and nothing one request does stops the process."""
         if scope["type"] != "http":
             return  # lifespan is managed by the server; websockets are not part of Qdrant's API
         started = time.perf_counter()
         try:
-            await self._handle(scope, receive, send, started)
+            snapshot = self.live.snapshot  # the one read: config, table and effective split together
+            headers = scope["headers"]
+            client_headers = dict(reversed(headers))  # first_values, inline on the hot path
+            origin = client_headers.get(ORIGIN)
+            if len(client_headers) != len(headers):
+                duplicate = duplicated_header(headers)
+                if duplicate is not None:
+                    message = f"Wrong input: the `{duplicate}` header is sent more than once; send it once"
+                    await respond_error(send, 400, message, started, origin)
+                    return
+            request = Request(
+                scope["method"], scope.get("raw_path") or scope["path"].encode(), scope["query_string"], client_headers,
+                self.upstream.forward_headers(headers), b"", started, snapshot, 0.0,
+            )
+            request.canonical = canonical_path(request.path)
+            if snapshot.clients is not None and request.method != "OPTIONS":
+                # On the head, before the body: an unknown client sends nothing the proxy waits for.
+                refusal = self.admission.authenticate(request)
+                if refusal is not None:
+                    await respond_error(send, 401, refusal, started, origin)
+                    return
+            limits = snapshot.config.limits
+            request.body = await read_body(scope, receive, limits.max_body_bytes)
+            # A slot only once the body is in: clients still sending (limits.body_timeout) hold none.
+            if self.in_flight >= limits.max_concurrency:
+                await self._shed(send, limits.max_concurrency, started, origin)
+                return
+            self.in_flight += 1
+            try:
+                request.deadline = self.upstream.deadline()
+                await self._dispatch(request, send)
+            except UnreadableBody as exc:  # a read body to rewrite, raised before anything was sent
+                await respond_error(send, 400, f"Wrong input: {exc}", started, origin)
+            finally:
+                self.in_flight -= 1
         except ClientGone:
             return
         except BodyTooLarge as exc:
@@ -70,48 +106,6 @@ class ProxyApp:
         series.observe(503, time.perf_counter() - started)
         message = f"Service overloaded: {limit} requests in progress (limits.max_concurrency)"
         await respond_error(send, 503, message, started, origin)
-
-    async def _handle(self, scope: dict, receive: Receive, send: Send, started: float) -> None:
-        snapshot = self.live.snapshot  # the one read: config, table and effective split together
-        client_headers = first_values(scope["headers"])
-        if len(client_headers) != len(scope["headers"]):
-            duplicate = duplicated_header(scope["headers"])
-            if duplicate is not None:
-                message = f"Wrong input: the `{duplicate}` header is sent more than once; send it once"
-                await respond_error(send, 400, message, started, client_headers.get(ORIGIN))
-                return
-        request = Request(
-            method=scope["method"],
-            path=scope.get("raw_path") or scope["path"].encode(),
-            query=scope["query_string"],
-            client_headers=client_headers,
-            headers=self.upstream.forward_headers(scope["headers"]),
-            body=b"",
-            started=started,
-            snapshot=snapshot,
-            deadline=0.0,
-        )
-        request.canonical = canonical_path(request.path)
-        if snapshot.clients is not None and request.method != "OPTIONS":
-            # On the head, before the body: an unknown client sends nothing the proxy waits for.
-            refusal = self.admission.authenticate(request)
-            if refusal is not None:
-                await respond_error(send, 401, refusal, started, client_headers.get(ORIGIN))
-                return
-        limits = snapshot.config.limits
-        request.body = await read_body(scope, receive, limits.max_body_bytes)
-        # A slot only once the body is in: clients still sending (limits.body_timeout) hold none.
-        if self.in_flight >= limits.max_concurrency:
-            await self._shed(send, limits.max_concurrency, started, client_headers.get(ORIGIN))
-            return
-        self.in_flight += 1
-        try:
-            request.deadline = self.upstream.deadline()
-            await self._dispatch(request, send)
-        except UnreadableBody as exc:  # a read body to rewrite, raised before anything was sent
-            await respond_error(send, 400, f"Wrong input: {exc}", started, client_headers.get(ORIGIN))
-        finally:
-            self.in_flight -= 1
 
     async def _dispatch(self, request: Request, send: Send) -> None:
         snapshot, started = request.snapshot, request.started
