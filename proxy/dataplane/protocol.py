@@ -1,9 +1,9 @@
 """uvicorn's httptools protocol with the limits a server facing unknown clients needs.
 
 uvicorn itself has none of these: no cap on open connections (each holds a file descriptor), no
-deadline for a request's head (a client sending one byte a minute holds its connection forever), no
-bound on a head's size or its number of fields (httptools buffers an unfinished header whole), and
-its own refusals are plain text. Everything here answers in Qdrant's error envelope and closes.
+deadline for a request's head or its body (a client sending one byte a minute holds its connection
+forever), no bound on a head's size or its number of fields (httptools buffers an unfinished header
+whole), and its own refusals are plain text. Everything here answers in Qdrant's error envelope and closes.
 
 Chunked trailers: llhttp reports a chunked body's trailer fields through the same callbacks as
 headers, httptools passes them to `on_header`, and uvicorn appends them to the list its ASGI scope
