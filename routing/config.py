@@ -126,6 +126,7 @@ class Limits(_Strict):
     max_header_count: int = Field(100, ge=1)  # 431 past it
     header_timeout: Duration = 10.0  # from connection (or first byte of a request) to its last header
     idle_timeout: Duration = 30.0  # a keep-alive connection with no request is closed after this
+    body_timeout: Duration = 30.0  # from a request's last header to its body's last byte: 408 past it
     max_concurrency: int = Field(1024, ge=1)  # requests handled at once; more are answered 503 at once
 
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from proxy.dataplane.body import BodyTooLarge, read_body
 from proxy.dataplane.live import LiveConfig
 from proxy.metrics import CONTENT_TYPE, Metrics
 
@@ -53,24 +54,6 @@ def readiness(safety: "RolloutController") -> dict:
     }
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request) -> bytes:
-    """The request body, refused past MAX_ADMIN_BODY_BYTES (declared or streamed)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_ADMIN_BODY_BYTES:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_ADMIN_BODY_BYTES:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutController", shutting_down: asyncio.Event) -> Starlette:
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
@@ -99,7 +82,7 @@ def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutControll
             return refusal
         name = request.path_params["route"]
         try:
-            body = await _read_body(request)
+            body = await read_body(request.scope, request.receive, MAX_ADMIN_BODY_BYTES)
         except BodyTooLarge:
             return _error(413, f"body larger than {MAX_ADMIN_BODY_BYTES // 1024} KiB; send {{\"reason\": \"...\"}}")
         reason = "manual"
@@ -123,7 +106,7 @@ def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutControll
             return refusal
         name = request.path_params["route"]
         try:
-            await _read_body(request)
+            await read_body(request.scope, request.receive, MAX_ADMIN_BODY_BYTES)
         except BodyTooLarge:
             return _error(413, f"body larger than {MAX_ADMIN_BODY_BYTES // 1024} KiB; resume takes no body")
         if name not in live.snapshot.table.routes:

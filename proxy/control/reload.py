@@ -36,6 +36,7 @@ WATCH_RETRY_SECONDS = 1.0
 RESTART_ONLY = (
     "listen", "admin.host", "admin.port", "upstream", "state_file", "limits.max_connections",
     "limits.max_header_bytes", "limits.max_header_count", "limits.header_timeout", "limits.idle_timeout",
+    "limits.body_timeout",
 )
 
 # Returns the snapshot to publish (with the effective split), given the current one and the new config's.

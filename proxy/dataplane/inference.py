@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from proxy.embedding.embedders import EmbedderError, EmbedderSet
 from proxy.metrics import Metrics
+from proxy.dataplane.request import Request
 from proxy.dataplane.upstream import UpstreamFailure
 from routing.config import RouteEmbed
 from routing.documents import UNNAMED, WRITE_OPERATIONS, find_vectors, pinned_colour
 from routing.table import COLOURS
-
-if TYPE_CHECKING:
-    from proxy.dataplane.app import Request
 
 log = logging.getLogger("bluegreen.embed")
 
@@ -34,7 +31,7 @@ class TextInference:
         self.embedders = embedders
         self.metrics = metrics
 
-    def prepare(self, request: "Request") -> str | None:
+    def prepare(self, request: Request) -> str | None:
         """Find the Documents of a request on a route with `embed` (kept on `request.vectors`); return the
         colour its raw vectors pin it to, if their length fits only one (blue when none fits: Qdrant's
         dimension error then comes from blue), else None."""
@@ -51,7 +48,7 @@ class TextInference:
             return None
         return pinned_colour(found.raw, lambda colour, name: self._dimensions(embed, colour, name), COLOURS)
 
-    async def body_for(self, request: "Request", colour: str) -> bytes:
+    async def body_for(self, request: Request, colour: str) -> bytes:
         """The request body with `colour`'s embeddings in place of its Documents. Raises EmbedFailure."""
         found = request.vectors
         route = request.route

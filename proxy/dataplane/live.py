@@ -14,7 +14,7 @@ from typing import Mapping
 from routing.clients import ClientPolicy
 from routing.config import Config
 from routing.preflight import VectorSizes
-from routing.table import RouteTable
+from routing.table import CompiledRoute, RouteTable
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class Snapshot:
         table = RouteTable(config)
         thresholds = {name: route.configured_threshold for name, route in table.routes.items()}
         return cls(config, table, generation, content_hash, thresholds)
+
+    def threshold(self, route: CompiledRoute) -> int:
+        """The route's effective threshold, from this snapshot (the one the route came from)."""
+        return self.thresholds.get(route.name, route.configured_threshold)
 
     def with_thresholds(self, thresholds: Mapping[str, int]) -> "Snapshot":
         """The same snapshot with another effective split (nothing recompiled)."""

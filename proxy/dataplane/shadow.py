@@ -25,17 +25,16 @@ import json
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
+from typing import Protocol
 
 from proxy.metrics import Metrics
+from proxy.dataplane.request import Request
 from proxy.dataplane.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
+from proxy.dataplane.upstream_form import UpstreamForms
 from routing.operations import SEARCH_OPERATIONS
 from routing.overlap import UnreadableResult, overlap_at_k, rank_biased_overlap, ranked_ids_from_body
 from routing.vector_sizes import fits, raw_vectors, vector_sizes
 from routing.table import BLUE, GREEN, quote_segment
-
-if TYPE_CHECKING:
-    from proxy.dataplane.app import Request
 
 log = logging.getLogger("bluegreen.shadow")
 
@@ -50,24 +49,19 @@ class PairObserver(Protocol):
     def observe_pair(self, route: str, overlaps: list[float], green_empty: bool | None, blue_empty: bool | None) -> None: ...
 
 
-# (request, colour) -> (path, body, headers) as that colour's collection gets the request, with its own
-# embeddings on an `embed` route (ProxyApp.upstream_form; raises an UpstreamFailure when they fail).
-UpstreamForm = Callable[["Request", str], Awaitable[tuple[bytes, bytes, list[tuple[bytes, bytes]]]]]
-
-
 class ShadowSender:
-    def __init__(self, upstream: UpstreamClient, metrics: Metrics, observer: PairObserver, upstream_form: UpstreamForm):
+    def __init__(self, upstream: UpstreamClient, metrics: Metrics, observer: PairObserver, forms: UpstreamForms):
         self.upstream = upstream
         self.metrics = metrics
         self.observer = observer
-        self.upstream_form = upstream_form
+        self.forms = forms
         self._inflight: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()  # strong references until each finishes
         self._sizes: dict[str, tuple[float, asyncio.Task]] = {}  # collection -> (expires, fetch)
         self._histograms: dict[str, tuple] = {}  # metric children, resolved once per route
         self._counters: dict[tuple[str, str], object] = {}
 
-    def after_read(self, request: "Request", colour: str, forced: bool, outcome: UpstreamResponse | UpstreamFailure) -> None:
+    def after_read(self, request: Request, colour: str, forced: bool, outcome: UpstreamResponse | UpstreamFailure) -> None:
         """Hook for a split read the client has been answered; cheap unless sampled."""
         route = request.route
         settings = route.settings.shadow
@@ -102,7 +96,7 @@ class ShadowSender:
             counter = self._counters[(route, result)] = self.metrics.shadow_requests.labels(route, result)
         counter.inc()
 
-    async def _shadow(self, request: "Request", colour: str, primary: UpstreamResponse, k: int) -> None:
+    async def _shadow(self, request: Request, colour: str, primary: UpstreamResponse, k: int) -> None:
         route = request.route
         try:
             result = await self._compare(request, colour, primary, k)
@@ -113,13 +107,13 @@ class ShadowSender:
             result = ERROR
         self._count(route.name, result)
 
-    async def _compare(self, request: "Request", colour: str, primary: UpstreamResponse, k: int) -> str:
+    async def _compare(self, request: Request, colour: str, primary: UpstreamResponse, k: int) -> str:
         route = request.route
         other = BLUE if colour == GREEN else GREEN
         if not await self._fits(request, route.collection(colour), route.collection(other)):
             return SKIPPED
         try:
-            path, body, headers = await self.upstream_form(request, other)  # embeds text with the other model
+            path, body, headers = await self.forms.form(request, other)  # embeds text with the other model
             target = path + b"?" + request.query if request.query else path
             sent = time.perf_counter()
             shadow = await self.upstream.request(request.method, target, headers, body)
@@ -164,7 +158,7 @@ class ShadowSender:
             )
         return found
 
-    async def _fits(self, request: "Request", answered: str, other: str) -> bool:
+    async def _fits(self, request: Request, answered: str, other: str) -> bool:
         """False only when a raw vector is known not to fit the `other` collection."""
         body = request.plain_body if request.plain_body is not None else request.body  # Content-Encoding undone
         if b"[" not in body:
