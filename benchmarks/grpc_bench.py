@@ -49,9 +49,10 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "minimal-stack": (("--channel-options", "minimal-stack"), {}),
     "no-bdp": (("--channel-options", "no-bdp"), {}),
     "poll-strategy-poll": ((), {"GRPC_POLL_STRATEGY": "poll"}),
+    "grpc-thread": (("--grpc-thread",), {}),
     "no-rest-listener": (("--rest-port", "0"), {}),
-    # grpc core's pre-EventEngine I/O: the aio poller thread polls the sockets itself.
-    "iomgr": ((), {"GRPC_EXPERIMENTS": "-event_engine_client,-event_engine_listener,-event_engine_for_all_other_endpoints"}),
+    # grpc core's EventEngine I/O threads (grpcio's default; the transport turns them off: INLINE_IO).
+    "event-engine-io": ((), {"GRPC_EXPERIMENTS": ""}),
 }
 
 

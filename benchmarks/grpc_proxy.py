@@ -10,8 +10,9 @@ import argparse
 import asyncio
 import os
 
+# First: the transport sets grpc core's I/O mode before anything imports grpc.
+from proxy.grpc_transport import UPSTREAM_CHANNEL_OPTIONS, GrpcForwarder  # isort: skip
 from benchmarks.grpc_upstream import QUERY_METHOD
-from proxy.grpc_transport import UPSTREAM_CHANNEL_OPTIONS, GrpcForwarder
 
 # Channel options tried in the study, by name: each is added to the transport's own.
 CHANNEL_VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
@@ -41,7 +42,16 @@ async def serve(args: argparse.Namespace) -> None:
         f"127.0.0.1:{args.upstream_port}", [QUERY_METHOD], port=args.port, channels=args.channels,
         channel_options=options,
     )
-    await forwarder.start()
+    if args.grpc_thread:  # the gRPC face on its own loop in a thread: REST's loop never runs gRPC work
+        import threading
+
+        import uvloop
+
+        grpc_loop = uvloop.new_event_loop()
+        threading.Thread(target=grpc_loop.run_forever, daemon=True).start()
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(forwarder.start(), grpc_loop))
+    else:
+        await forwarder.start()
     if not args.rest_port:
         await asyncio.Event().wait()  # the gRPC face alone: the variant without a REST listener beside it
     rest = uvicorn.Server(uvicorn.Config(health_app, host="127.0.0.1", port=args.rest_port, lifespan="off",
@@ -49,7 +59,10 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await rest.serve()
     finally:
-        await forwarder.stop(1)
+        if args.grpc_thread:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(forwarder.stop(1), grpc_loop))
+        else:
+            await forwarder.stop(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rest-port", type=int, required=True, help="the REST listener on the same loop; 0: none")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--channels", type=int, default=1, help="upstream channels, round robin per call")
+    parser.add_argument("--grpc-thread", action="store_true", help="serve gRPC on a second loop in its own thread")
     parser.add_argument("--channel-options", choices=sorted(CHANNEL_VARIANTS), default="default")
     args = parser.parse_args(argv)
     if args.loop == "uvloop":

@@ -6,7 +6,11 @@ qdrant-client with `prefer_grpc=True`.
 """
 from __future__ import annotations
 
+import ast
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,8 +22,8 @@ from grpc import aio
 from qdrant_client import QdrantClient
 from qdrant_client import grpc as qgrpc
 
-from proxy.grpc_transport import GrpcCallError, GrpcForwarder
-from tests.support import free_port
+from proxy.grpc_transport import INLINE_IO, GrpcCallError, GrpcForwarder
+from tests.support import REPO_ROOT, free_port
 
 QUERY = "/qdrant.Points/Query"
 COUNT = "/qdrant.Points/Count"  # the upstream answers NOT_FOUND with a message and trailing metadata
@@ -257,3 +261,17 @@ def test_handle_hook_routes_refuses_and_survives_its_own_bugs(upstream, start_fo
         query(query_request("broken"), timeout=5)
     assert failed.value.code() == grpc.StatusCode.INTERNAL and "KeyError" in failed.value.details()
     assert query(query_request("docs"), timeout=5) == query_answer()  # still serving
+
+
+def _grpc_experiments_in_child(code: str, env: dict[str, str]) -> str | None:
+    environment = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"} | env
+    completed = subprocess.run([sys.executable, "-c", code + "; import os; print(repr(os.environ.get('GRPC_EXPERIMENTS')))"],
+                               cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=60, check=True)
+    return ast.literal_eval(completed.stdout.strip().splitlines()[-1])  # the repr of a str or None
+
+
+def test_inline_io_chosen_before_grpc_loads_and_an_operators_choice_kept():
+    assert _grpc_experiments_in_child("import proxy.grpc_transport", {}) == INLINE_IO
+    assert _grpc_experiments_in_child("import proxy.grpc_transport", {"GRPC_EXPERIMENTS": ""}) == ""
+    # grpc already loaded: its core has read the environment, so the transport leaves it alone.
+    assert _grpc_experiments_in_child("import grpc, proxy.grpc_transport", {}) is None
