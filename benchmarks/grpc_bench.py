@@ -42,7 +42,7 @@ CHOSEN = "proxy"
 VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     CHOSEN: ((), {}),
     "asyncio-loop": (("--loop", "asyncio"), {}),
-    "2-channels": (("--channels", "2"), {}),
+    "1-channel": (("--channels", "1"), {}),
     "4-channels": (("--channels", "4"), {}),
     "opt-latency": (("--channel-options", "latency"), {}),
     "opt-throughput": (("--channel-options", "throughput"), {}),
@@ -176,6 +176,28 @@ def summarize(runs: list[dict], targets: list[str]) -> dict:
     return summary
 
 
+def against_chosen(runs: list[dict], targets: list[str]) -> dict:
+    """Each study variant against the chosen transport, paired by round: medians of the per-round ratios."""
+    out = {}
+    for streams in STREAMS:
+        chosen = {r["round"]: r for r in runs if r["target"] == CHOSEN and r["streams"] == streams and r["calls"]}
+        for name in targets:
+            if name in ("direct", CHOSEN):
+                continue
+            pairs = [(r, chosen[r["round"]]) for r in runs
+                     if r["target"] == name and r["streams"] == streams and r["calls"] and r["round"] in chosen]
+            if not pairs:
+                continue
+            out[f"{name} {streams}"] = {
+                "target": name, "streams": streams, "rounds": len(pairs),
+                "cpu_ratio": round(statistics.median(r["cpu_us_per_call"] / c["cpu_us_per_call"] for r, c in pairs), 3),
+                "cpu_lower_in_rounds": sum(r["cpu_us_per_call"] < c["cpu_us_per_call"] for r, c in pairs),
+                "throughput_ratio": round(statistics.median(r["throughput_cps"] / c["throughput_cps"] for r, c in pairs), 3),
+                "p50_difference_ms": round(statistics.median(r["latency_ms"]["p50"] - c["latency_ms"]["p50"] for r, c in pairs), 3),
+            }
+    return out
+
+
 def verdicts(summary: dict) -> list[dict]:
     """The issue's targets, on the chosen transport."""
     out = []
@@ -202,6 +224,13 @@ def markdown(results: dict) -> str:
         lines.append(f"| {row['target']} | {row['streams']} | {row['added_p50_ms']:.3f} | {row['added_p99_ms']:.3f} | "
                      f"{row['throughput_ratio']:.2f} | {row['cpu_us_per_call']:.0f} | {row['direct_p50_ms']:.3f} | "
                      f"{row['direct_throughput_cps']:,.0f} | {row['failed']} |")
+    if results["against_chosen"]:
+        lines += ["", f"## Variants against the chosen transport (`{CHOSEN}`), paired by round, medians", "",
+                  "| variant | streams | CPU/call ratio | CPU lower in rounds | throughput ratio | p50 difference ms |",
+                  "|---|---|---|---|---|---|"]
+        for row in results["against_chosen"].values():
+            lines.append(f"| {row['target']} | {row['streams']} | {row['cpu_ratio']:.2f} | {row['cpu_lower_in_rounds']}/{row['rounds']} | "
+                         f"{row['throughput_ratio']:.2f} | {row['p50_difference_ms']:+.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -271,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine(), "h2load": subprocess.run([find_h2load(), "--version"], capture_output=True, text=True).stdout.strip(),
                     "grpcio": grpc.__version__},
         "background_load": background.finish(), "plan": asdict(plan), "targets": targets,
-        "summary": summary, "verdicts": verdicts(summary), "runs": runs, "ports": sorted(ports),
+        "summary": summary, "against_chosen": against_chosen(runs, targets), "verdicts": verdicts(summary), "runs": runs, "ports": sorted(ports),
     }
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     prefix = "grpc-quick" if plan.mode == "quick" else "grpc"

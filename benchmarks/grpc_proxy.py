@@ -39,8 +39,8 @@ async def serve(args: argparse.Namespace) -> None:
 
     options = UPSTREAM_CHANNEL_OPTIONS + CHANNEL_VARIANTS[args.channel_options]
     forwarder = GrpcForwarder(
-        f"127.0.0.1:{args.upstream_port}", [QUERY_METHOD], port=args.port, channels=args.channels,
-        channel_options=options,
+        f"127.0.0.1:{args.upstream_port}", [QUERY_METHOD], port=args.port, channel_options=options,
+        **({"channels": args.channels} if args.channels else {}),
     )
     if args.grpc_thread:  # the gRPC face on its own loop in a thread: REST's loop never runs gRPC work
         import threading
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True, help="the gRPC listener")
     parser.add_argument("--rest-port", type=int, required=True, help="the REST listener on the same loop; 0: none")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
-    parser.add_argument("--channels", type=int, default=1, help="upstream channels, round robin per call")
+    parser.add_argument("--channels", type=int, help="upstream channels, round robin per call (default: the transport's)")
     parser.add_argument("--grpc-thread", action="store_true", help="serve gRPC on a second loop in its own thread")
     parser.add_argument("--channel-options", choices=sorted(CHANNEL_VARIANTS), default="default")
     args = parser.parse_args(argv)

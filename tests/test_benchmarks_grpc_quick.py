@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 def quick_run(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("grpc-bench-results")
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.grpc_bench", "--quick", "--variants", "2-channels", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.grpc_bench", "--quick", "--variants", "1-channel", "--out", str(out)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
     )
     assert completed.returncode == 0, f"stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-5000:]}"
@@ -35,7 +35,7 @@ def quick_run(tmp_path_factory) -> tuple[dict, Path]:
 
 def test_every_target_and_stream_count_measured(quick_run):
     results, _ = quick_run
-    assert results["targets"] == ["direct", "proxy", "2-channels"]
+    assert results["targets"] == ["direct", "proxy", "1-channel"]
     measured = {(r["target"], r["streams"]) for r in results["runs"] if r["calls"] > 0}
     assert measured == {(t, s) for t in results["targets"] for s in STREAMS}
     for run in results["runs"]:
@@ -47,7 +47,7 @@ def test_every_target_and_stream_count_measured(quick_run):
 
 def test_ratios_and_verdicts_reported(quick_run):
     results, out = quick_run
-    assert set(results["summary"]) == {f"{t} {s}" for t in ("proxy", "2-channels") for s in STREAMS}
+    assert set(results["summary"]) == {f"{t} {s}" for t in ("proxy", "1-channel") for s in STREAMS}
     for row in results["summary"].values():
         assert row["throughput_ratio"] > 0 and row["cpu_us_per_call"] > 0
     assert [v["target"] for v in results["verdicts"]] == [
