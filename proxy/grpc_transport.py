@@ -26,10 +26,13 @@ if "grpc" not in sys.modules:
 
 import functools  # noqa: E402 (after the environment grpc reads)
 import itertools  # noqa: E402
+import logging  # noqa: E402
 from collections.abc import Iterable, Sequence  # noqa: E402
 
 import grpc  # noqa: E402
 from grpc import aio  # noqa: E402
+
+log = logging.getLogger("bluegreen.grpc")
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -74,6 +77,8 @@ class GrpcForwarder:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        # The client's own credentials pass as sent (as on REST without `clients`); a router that
+        # authenticates clients itself replaces them in the metadata it hands to `forward`.
         forward_metadata: Iterable[str] = ("x-user-id", "api-key", "authorization"),
         channels: int = 2,
         channel_options: Sequence[tuple[str, object]] = UPSTREAM_CHANNEL_OPTIONS,
@@ -140,6 +145,7 @@ class GrpcForwarder:
                 context.set_trailing_metadata(_passable(error.trailing_metadata))
             await context.abort(error.code, error.details)
         except Exception as error:  # a bug in a router must answer the call, not hang it (cancellation is no Exception)
+            log.exception("gRPC %s: the handler failed", method)
             await context.abort(grpc.StatusCode.INTERNAL, f"proxy error: {type(error).__name__}")
 
 
