@@ -11,7 +11,7 @@ Why this shape (measured in benchmarks/grpc-design.md): the server and the upstr
 proxy's own event loop (uvloop), two upstream channels (connections) taken in turn per call (more
 throughput at 16 streams than one, at the same CPU per call), no per-call work beyond the call, and grpc
 core's socket I/O done by grpc.aio's poller thread itself (INLINE_IO) rather than handed to
-EventEngine threads: per forwarded call that saves thread hand-offs worth ~20 % of the CPU.
+EventEngine threads: per forwarded call that saves thread hand-offs worth 15-20 % of the CPU.
 """
 from __future__ import annotations
 

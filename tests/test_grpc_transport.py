@@ -275,3 +275,15 @@ def test_inline_io_chosen_before_grpc_loads_and_an_operators_choice_kept():
     assert _grpc_experiments_in_child("import proxy.grpc_transport", {"GRPC_EXPERIMENTS": ""}) == ""
     # grpc already loaded: its core has read the environment, so the transport leaves it alone.
     assert _grpc_experiments_in_child("import grpc, proxy.grpc_transport", {}) is None
+
+
+@pytest.mark.skipif(os.environ.get("GRPC_EXPERIMENTS") == INLINE_IO, reason="this run is the inline-I/O one")
+def test_the_same_behaviour_under_inline_io():
+    """In a test session grpc is loaded before the transport, so the tests above ran with grpc's
+    EventEngine I/O; the proxy process runs with INLINE_IO. Run them again that way."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
+        cwd=REPO_ROOT, env={**os.environ, "GRPC_EXPERIMENTS": INLINE_IO}, capture_output=True, text=True, timeout=240,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    assert " passed" in completed.stdout and "1 skipped" in completed.stdout
