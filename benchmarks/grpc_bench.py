@@ -1,7 +1,7 @@
 """The gRPC line: `python -m benchmarks.grpc_bench [--quick] [--rounds 6] [--seconds 4] [--variants a,b] [--out DIR]`.
 
 Unary `/qdrant.Points/Query` calls on a fixed-response gRPC upstream (`benchmarks.grpc_upstream`),
-direct and through the proxy's gRPC transport (`benchmarks.grpc_proxy`: `proxy.grpc_transport` on
+direct and through the proxy's gRPC transport (`benchmarks.grpc_proxy`: `proxy.dataplane.grpc_transport` on
 uvloop beside a uvicorn listener, as in the proxy process), at 1 and 16 concurrent streams on one
 HTTP/2 connection. The load is h2load (nghttp2, C) in its own process: it costs the shared 2 cores far
 less per call than a Python gRPC client would, and it writes every call's latency to a log, from

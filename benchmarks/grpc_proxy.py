@@ -1,6 +1,6 @@
 """A stand-in for the proxy's gRPC face under test: `python -m benchmarks.grpc_proxy --upstream-port U --port P`.
 
-Runs `proxy.grpc_transport.GrpcForwarder` for `/qdrant.Points/Query` the way the proxy process will:
+Runs `proxy.dataplane.grpc_transport.GrpcForwarder` for `/qdrant.Points/Query` the way the proxy process will:
 on uvloop, beside a uvicorn REST listener on the same event loop (`--rest-port`, which also answers
 `/healthz` for readiness). The options are the design study's variants (benchmarks/grpc-design.md).
 """
@@ -11,7 +11,7 @@ import asyncio
 import os
 
 # First: the transport sets grpc core's I/O mode before anything imports grpc.
-from proxy.grpc_transport import UPSTREAM_CHANNEL_OPTIONS, GrpcForwarder  # isort: skip
+from proxy.dataplane.grpc_transport import UPSTREAM_CHANNEL_OPTIONS, GrpcForwarder  # isort: skip
 from benchmarks.grpc_upstream import QUERY_METHOD
 
 # Channel options tried in the study, by name: each is added to the transport's own.

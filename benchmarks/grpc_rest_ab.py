@@ -1,7 +1,7 @@
 """Does a gRPC face slow the REST path? `python -m benchmarks.grpc_rest_ab [--seconds 4] [--rounds 6] [--out FILE]`.
 
 Two real proxies (`bluegreen-proxy serve`, route `docs` at 10 % green) on the fixed REST upstream:
-one as it is, one with `proxy.grpc_transport.GrpcForwarder` started on the same uvloop loop before
+one as it is, one with `proxy.dataplane.grpc_transport.GrpcForwarder` started on the same uvloop loop before
 the REST listeners (grpc.aio's poller thread and grpc core's threads then live in the process,
 idle). wrk at 1 and 16 connections, alternating order each round; medians of throughput, p50 and
 CPU per request (from /proc) as ratios grpc / plain, and the same for a third run per round in
@@ -27,7 +27,7 @@ from benchmarks.targets import Endpoint, ProxyUnderTest, route_names, search_pat
 
 _BOOTSTRAP = """
 import runpy, proxy.server
-from proxy.grpc_transport import GrpcForwarder
+from proxy.dataplane.grpc_transport import GrpcForwarder
 plain_serve = proxy.server.serve
 async def serve(*args, **kwargs):
     face = GrpcForwarder({upstream!r}, [{method!r}], port={port})

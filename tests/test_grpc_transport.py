@@ -1,4 +1,4 @@
-"""proxy.grpc_transport: real gRPC clients -> the forwarder -> a recording gRPC upstream, over loopback sockets.
+"""proxy.dataplane.grpc_transport: real gRPC clients -> the forwarder -> a recording gRPC upstream, over loopback sockets.
 
 The upstream and the forwarder each run a grpc.aio server on their own event loop in a thread of
 the test process (the forwarder on uvloop, as in the proxy); clients are grpcio channels and
@@ -22,7 +22,7 @@ from grpc import aio
 from qdrant_client import QdrantClient
 from qdrant_client import grpc as qgrpc
 
-from proxy.grpc_transport import INLINE_IO, GrpcCallError, GrpcForwarder
+from proxy.dataplane.grpc_transport import INLINE_IO, GrpcCallError, GrpcForwarder
 from tests.support import REPO_ROOT, free_port
 
 QUERY = "/qdrant.Points/Query"
@@ -271,10 +271,10 @@ def _grpc_experiments_in_child(code: str, env: dict[str, str]) -> str | None:
 
 
 def test_inline_io_chosen_before_grpc_loads_and_an_operators_choice_kept():
-    assert _grpc_experiments_in_child("import proxy.grpc_transport", {}) == INLINE_IO
-    assert _grpc_experiments_in_child("import proxy.grpc_transport", {"GRPC_EXPERIMENTS": ""}) == ""
+    assert _grpc_experiments_in_child("import proxy.dataplane.grpc_transport", {}) == INLINE_IO
+    assert _grpc_experiments_in_child("import proxy.dataplane.grpc_transport", {"GRPC_EXPERIMENTS": ""}) == ""
     # grpc already loaded: its core has read the environment, so the transport leaves it alone.
-    assert _grpc_experiments_in_child("import grpc, proxy.grpc_transport", {}) is None
+    assert _grpc_experiments_in_child("import grpc, proxy.dataplane.grpc_transport", {}) is None
 
 
 @pytest.mark.skipif(os.environ.get("GRPC_EXPERIMENTS") == INLINE_IO, reason="this run is the inline-I/O one")
