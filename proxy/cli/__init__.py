@@ -34,7 +34,7 @@ def cmd_serve(args) -> int:
 
     _configure_logging(args.log_level)
     try:
-        return uvloop.run(serve(args.config, args.listen, args.admin))
+        return uvloop.run(serve(args.config, args.listen, args.admin, args.import_state))
     except ConfigError as exc:
         print(f"bluegreen-proxy: invalid config {args.config}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -305,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", type=_address, help="data address HOST:PORT (overrides listen)")
     serve.add_argument("--admin", type=_address, help="admin address HOST:PORT (overrides admin)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--import-state", metavar="FILE", help="with state.store qdrant: import this state file on first start (the collection empty)")
     serve.set_defaults(func=cmd_serve)
 
     check = commands.add_parser("check", help="validate a config file and print the route table")
