@@ -24,6 +24,7 @@ from routing.documents import VectorsFound
 from routing.operations import (
     CORS_PREFLIGHT_OPERATION, SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind, classify, is_write, repeatable,
 )
+from routing.reserved import reserved_refusal
 from routing.results import readable_accept_encoding
 from routing.rewrite import (
     UndecodableBody, decode_request_body, may_name_collections, parse_read_body, referenced_collections,
@@ -157,7 +158,7 @@ class ProxyApp:
             request.operation, request.kind = classify(request.method, located[1])
         request.route = route
         if (
-            snapshot.clients is not None or request.canonical == ALIASES_PATH
+            snapshot.clients is not None or request.canonical == ALIASES_PATH or snapshot.table.reserved is not None
             or (route is not None and _CONTENT_ENCODING in request.client_headers)
         ):  # the plain path skips all of this
             refusal = self._screen(request, located)
@@ -229,7 +230,7 @@ class ProxyApp:
             route = request.route
             if refusal is None and route is not None and (request.kind is Kind.READ or route.settings.embed is not None):
                 self._plain_body(request)  # decoded now: the rewrite (or the search for texts) reads it
-            return refusal or self._alias_refusal(request)
+            return refusal or self._alias_refusal(request) or self._reserved_refusal(request, located)
         except UndecodableBody as exc:
             return 400, f"Wrong input: {exc}"
 
@@ -283,6 +284,17 @@ class ProxyApp:
             return None  # Qdrant answers a malformed body itself
         message = alias_refusal(document, request.snapshot.table.routes)
         return None if message is None else (400, message)
+
+    def _reserved_refusal(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
+        """The proxy's own collection (the Qdrant state store's): 403 by path, alias or lookup."""
+        reserved = request.snapshot.table.reserved
+        if reserved is None:
+            return None
+        readable = request.kind is Kind.READ or request.canonical == ALIASES_PATH
+        message = reserved_refusal(
+            reserved, located[0] if located else None, request.canonical, self._plain_body(request) if readable else None,
+        )
+        return None if message is None else (403, message)
 
     async def _cors_preflight(self, request: Request, send: Send) -> None:
         """OPTIONS: answered by the upstream (blue for a routed collection), its answer unchanged. A
