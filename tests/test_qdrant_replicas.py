@@ -4,6 +4,7 @@ and restarts. No file is shared: the replicas' config directories are their own.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from tests.support import (
 )
 from tests.test_proxy import DIM, make_collections
 from tests.test_replicas import holds_for, state_of
-from tests.test_safety import admin_post, collections, drive  # noqa: F401 - collections is a fixture
+from tests.test_safety import admin_post, cli, collections, drive  # noqa: F401 - collections is a fixture
 
 PROPAGATION_SECONDS = 2.0  # a decision acknowledged on one replica is in force on all within this
 
@@ -105,6 +106,8 @@ def test_three_replicas_agree_and_lose_no_acknowledged_decision(collections, pro
     routes = replicas[1].admin_json()
     assert routes["state_store"]["store"] == "qdrant" and routes["state_store"]["collection"] == state_collection
     assert routes["state_store"]["last_sync_age_s"] < 2.0
+    shown = cli("status", "--admin", replicas[1].admin_url)
+    assert shown.returncode == 0 and re.search(rf"state store: qdrant collection {state_collection}, last sync \d+\.\ds ago\n", shown.stdout)
 
 
 def test_kill_9_during_writes_leaves_valid_records(collections, proxies, faulty_upstream, state_collection):
@@ -170,6 +173,8 @@ def test_qdrant_stopped_then_restarted(tmp_path, state_collection):
         assert ready["ready"] is True and ready["state_store"]["writable"] is False
         assert "cannot reach" in ready["state_store"]["error"]
         assert "state_file" not in ready  # the file store's block only with the file store
+        shown = cli("status", "--admin", first.admin_url)
+        assert f"state store: qdrant collection {state_collection}, last sync" in shown.stdout and "NOT writable: cannot reach" in shown.stdout
 
         upstream, _ = start_embedded_upstream(data, tmp_path, port=port)
         wait_until(lambda: httpx.get(first.admin_url + "/readyz").json()["state_store"]["writable"], timeout=10)
