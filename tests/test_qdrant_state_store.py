@@ -13,7 +13,7 @@ from proxy.control.qdrant_state_store import QdrantStateStore, point_id
 from proxy.control.state_store import StateStoreError
 from proxy.dataplane.upstream import UpstreamClient
 from proxy.metrics import Metrics
-from routing.config import Upstream
+from routing.config import ConfigError, Upstream, parse_config
 from routing.replicas import decisions
 from tests.support import free_port, metric_value
 from tests.test_rollout_store import LATCH_A, LATCH_B, record
@@ -163,3 +163,30 @@ def test_a_refusing_qdrant_is_an_error_with_its_message(embedded_upstream):
             await stores[0].read()
 
     run_with_stores(embedded_upstream, 1, scenario, "bad name\x00")
+
+
+# ---------------------------------------------------------------- the `state:` block
+
+
+@pytest.mark.parametrize("text, message", [
+    ("state: {store: qdrant}\nroutes: {bluegreen_state: {blue: a, green: b}}\n",
+     "state.collection: `bluegreen_state` is a collection of route bluegreen_state"),
+    ("state: {store: qdrant, collection: docs_v2}\nroutes: {docs: {blue: docs_v1, green: docs_v2}}\n",
+     "state.collection: `docs_v2` is a collection of route docs"),
+    ("state: {store: qdrant, collection: 'a/b'}\nroutes: {}\n", "state.collection: 'a/b': a collection name"),
+    ("state: {store: etcd}\nroutes: {}\n", "state.store: must be one of 'file' or 'qdrant'"),
+    ("state_file: /a.json\nstate: {path: /b.json}\nroutes: {}\n", "state_file: names another file than state.path"),
+    ("state: {sync_interval: 0s}\nroutes: {}\n", "state.sync_interval: must be a positive duration"),
+])
+def test_state_settings_are_checked(text, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    assert message in str(caught.value)
+
+
+def test_state_defaults_and_the_older_spelling():
+    default = parse_config("routes: {}\n", environ={}).state
+    assert (default.store, default.path, default.collection, default.sync_interval) == ("file", None, "bluegreen_state", 1.0)
+    assert parse_config("state_file: /s.json\nroutes: {}\n", environ={}).state.path == "/s.json"
+    qdrant = parse_config("state: {store: qdrant, sync_interval: 250ms}\nroutes: {docs: {blue: a, green: b}}\n", environ={})
+    assert (qdrant.state.store, qdrant.state.sync_interval) == ("qdrant", 0.25)
