@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from proxy.control.qdrant_state_store import QdrantStateStore, point_id
-from proxy.control.state_store import StateStoreError
+from proxy.control.state_store import KEEP_FINGERPRINTS, StateStoreError
 from proxy.dataplane.upstream import UpstreamClient
 from proxy.metrics import Metrics
 from routing.config import ConfigError, Upstream, parse_config
@@ -190,3 +190,18 @@ def test_state_defaults_and_the_older_spelling():
     assert parse_config("state_file: /s.json\nroutes: {}\n", environ={}).state.path == "/s.json"
     qdrant = parse_config("state: {store: qdrant, sync_interval: 250ms}\nroutes: {docs: {blue: a, green: b}}\n", environ={})
     assert (qdrant.state.store, qdrant.state.sync_interval) == ("qdrant", 0.25)
+
+
+def test_a_route_keeps_the_records_of_its_latest_configs(embedded_upstream):
+    async def scenario(stores, metrics):
+        store = stores[0]
+        await store.save({("docs", "old"): record(latch=LATCH_A, fingerprint="old")}, {})
+        await store.save({("kb", "k1"): record(fingerprint="k1")}, {})
+        for n in range(KEEP_FINGERPRINTS + 2):
+            await store.save({("docs", f"f{n}"): record(fingerprint=f"f{n}")}, {})
+        return await store.read()
+
+    stored = run_with_stores(embedded_upstream, 1, scenario)
+    kept = sorted(fingerprint for name, fingerprint in stored if name == "docs")
+    assert kept == [f"f{n}" for n in range(2, KEEP_FINGERPRINTS + 2)]
+    assert ("kb", "k1") in stored  # another route's record is its own

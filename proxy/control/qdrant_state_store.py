@@ -19,7 +19,7 @@ import time
 import uuid
 
 from proxy.control.preflight import FetchJson
-from proxy.control.state_store import Slot, StateStore, StateStoreError
+from proxy.control.state_store import KEEP_FINGERPRINTS, Slot, StateStore, StateStoreError
 from proxy.dataplane.upstream import UpstreamFailure
 from proxy.metrics import Metrics
 from routing.replicas import decisions, merge, version
@@ -102,6 +102,8 @@ class QdrantStateStore(StateStore):
             await self._put(slot, written, writer, expected_version=None if stored is None else version(stored))
             after, after_writer = await self._get(slot)
             if after_writer == writer:
+                if stored is None:
+                    await self._prune(slot[0])  # a new config's record: the oldest may go
                 return after
             self._conflicts.inc()
             stored = after  # another replica's write won: merge over it
@@ -109,6 +111,22 @@ class QdrantStateStore(StateStore):
             f"{self.describe()}: route {slot[0]}: {MAX_ATTEMPTS} conditional writes in a row lost to other "
             "replicas' writes (retried)"
         )
+
+    async def _prune(self, name: str) -> None:
+        """Keep the route's latest KEEP_FINGERPRINTS records, as the file store does. A failure only
+        leaves an old record for the next new config's save to remove."""
+        request = {"limit": PAGE_SIZE, "with_payload": True, "with_vector": False,
+                   "filter": {"must": [{"key": "route", "match": {"value": name}}]}}
+        try:
+            result = await self._expect_ok("POST", f"{self._path}/points/scroll{READ_PARAMS}", json.dumps(request).encode())
+            points = [point for point in (result or {}).get("points") or () if isinstance(point.get("payload"), dict)]
+            if len(points) <= KEEP_FINGERPRINTS:
+                return
+            points.sort(key=lambda point: -(point["payload"].get("saved_at") or 0))
+            old = [point["id"] for point in points[KEEP_FINGERPRINTS:]]
+            await self._expect_ok("POST", f"{self._path}/points/delete{WRITE_PARAMS}", json.dumps({"points": old}).encode())
+        except StateStoreError as exc:
+            log.warning("%s: old records of route %s not removed: %s", self.describe(), name, exc)
 
     async def _put(self, slot: Slot, record: dict, writer: str, expected_version: int | None) -> None:
         """Upsert the record only where the stored point still has `expected_version` (None: only

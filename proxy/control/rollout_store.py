@@ -25,7 +25,7 @@ from typing import Callable
 
 from proxy.control.preflight import FetchJson
 from proxy.control.qdrant_state_store import QdrantStateStore
-from proxy.control.state_store import Slot, StateStore, StateStoreError
+from proxy.control.state_store import KEEP_FINGERPRINTS, Slot, StateStore, StateStoreError
 from proxy.metrics import Metrics
 from routing.config import Config, ConfigError
 from routing.replicas import decisions, merge, version
@@ -33,7 +33,6 @@ from routing.replicas import decisions, merge, version
 log = logging.getLogger("bluegreen.rollout_store")
 
 FILE_FORMAT = 2  # 2: {route: {fingerprint: record with `version`}}; format 1 ({route: record}) is read too
-KEEP_FINGERPRINTS = 4  # per route: the records of its latest configs (older replicas' configs included)
 
 
 def default_state_file(config_path: str) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 Slot = tuple[str, str]  # (route, config fingerprint): one record each
+KEEP_FINGERPRINTS = 4  # per route: the records of its latest configs (older replicas' configs included)
 
 
 class StateStoreError(Exception):
