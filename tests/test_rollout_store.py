@@ -161,7 +161,7 @@ def test_a_state_file_that_is_something_else_is_refused_at_start_and_left_alone(
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
         )
         assert started.returncode == 2, started.stderr
-        assert problem in started.stderr and str(path) in started.stderr
+        assert f"state_file: state file {path}" in started.stderr and problem in started.stderr
         assert path.read_bytes() == before
         assert not path.with_name(path.name + ".lock").exists()
 

@@ -221,7 +221,7 @@ async def open_state_store(
     try:
         await asyncio.to_thread(file.prepare, config_path)
     except StateFileError as exc:
-        raise ConfigError(f"state.path: {exc}") from None
+        raise ConfigError(f"{'state_file' if config.state_file else 'state.path'}: {exc}") from None
     return FileStateStore(file)
 
 
