@@ -228,6 +228,16 @@ def test_the_state_collection_is_refused_on_the_data_port(collections, proxies, 
     client.close()
     assert stored_record(upstream_url, state_collection, logical)["rolled_back"]["detail"] == "kept"
 
+    # The store is bound at start-up: a reload naming another collection (or the file store) leaves
+    # the one in use refused until a restart.
+    for other_state in (qdrant_state(f"{state_collection}_new"), "state: {store: file}\n"):
+        proxy.extra_yaml = other_state
+        proxy.write_routes(route_yaml(logical, blue, green, 40))
+        wait_until(lambda: state_of(proxy, logical)["green_percent"] == 40, timeout=5)
+        assert httpx.get(f"{proxy.url}/collections/{state_collection}").status_code == 403
+        proxy.write_routes(route_yaml(logical, blue, green, 50))
+        wait_until(lambda: state_of(proxy, logical)["green_percent"] == 50, timeout=5)
+
 
 def test_a_state_file_is_imported_on_first_start(collections, proxies, faulty_upstream, state_collection, tmp_path):
     logical, blue, green = collections

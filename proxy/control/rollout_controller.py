@@ -98,6 +98,7 @@ class RolloutController:
                 self._set_guard(name, route, now)
             self._log_event(name, rollout.apply_config(route, now))
         self.shared.save_changes()
+        new.table.reserved = old.table.reserved  # the state store's collection, bound at start-up with the store
         return self._effective(new)
 
     def rollback(self, name: str, reason: str) -> None:
