@@ -108,6 +108,20 @@ class Metrics:
             "bluegreen_rollbacks", "Route rollbacks, by reason (error_rate, latency, empty_results, overlap, manual).",
             ["route", "reason"], registry=r,
         )
+        # The rollout state store (`state.store`: file or qdrant); all at 0 from the start.
+        self.state_store = {
+            "reads": Counter("bluegreen_state_store_reads", "Reads of the rollout state store that it answered.", ["store"], registry=r),
+            "writes": Counter("bluegreen_state_store_writes", "Saves of rollout decisions the state store took.", ["store"], registry=r),
+            "conflicts": Counter(
+                "bluegreen_state_store_conflicts",
+                "Conditional writes another replica's write beat (re-read and merged again); qdrant store only.",
+                ["store"], registry=r,
+            ),
+            "errors": Counter(
+                "bluegreen_state_store_errors", "State store reads or writes that failed (retried), by operation.",
+                ["store", "operation"], registry=r,
+            ),
+        }
         self.route_state = Gauge(
             "bluegreen_route_state", "1 for the route's current state (active, rolled_back, preflight_failed, stepping).",
             ["route", "state"], registry=r,

@@ -9,7 +9,6 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import uvicorn
 
@@ -23,7 +22,7 @@ from proxy.process import EmbeddedUpstream
 from proxy.dataplane.protocol import limited_protocol
 from proxy.control.reload import ConfigReloader, read_config
 from proxy.dataplane.live import LiveConfig, Snapshot
-from proxy.control.rollout_store import default_state_file
+from proxy.control.rollout_store import open_state_store, read_at_start
 from proxy.control.rollout_controller import RolloutController
 from proxy.dataplane.upstream import UpstreamClient
 from routing.config import Config, ConfigError, Limits
@@ -97,7 +96,9 @@ async def _start_embedders(config: Config, metrics: Metrics) -> EmbedderSet:
     return embedders
 
 
-async def serve(config_path: str, listen: Address | None = None, admin: Address | None = None) -> int:
+async def serve(
+    config_path: str, listen: Address | None = None, admin: Address | None = None, import_state: str | None = None,
+) -> int:
     config, content_hash = read_config(config_path)
     listen = listen or Address(config.listen.host, config.listen.port)
     admin = admin or Address(config.admin.host, config.admin.port)
@@ -111,13 +112,16 @@ async def serve(config_path: str, listen: Address | None = None, admin: Address 
         log.info("embedded upstream (development only) serving %s on %s", config.upstream.data_dir, upstream_url)
 
     try:
-        return await _serve(config, content_hash, config_path, upstream_url, listen, admin)
+        return await _serve(config, content_hash, config_path, upstream_url, listen, admin, import_state)
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-async def _serve(config: Config, content_hash: str, config_path: str, upstream_url: str, listen: Address, admin: Address) -> int:
+async def _serve(
+    config: Config, content_hash: str, config_path: str, upstream_url: str, listen: Address, admin: Address,
+    import_state: str | None,
+) -> int:
     # Absolute but not resolved: a Kubernetes ConfigMap's path goes through symlinks that are swapped.
     live = LiveConfig.initial(config, content_hash, os.path.abspath(config_path))
     metrics = Metrics()
@@ -128,16 +132,16 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
     embedders = await _start_embedders(config, metrics)
     upstream = UpstreamClient(upstream_url, config.upstream)
     await upstream.start()
-    state_file = Path(config.state_file) if config.state_file else default_state_file(config_path)
-    log.info("rollout state file: %s (bound at start-up)", state_file)
-    safety = RolloutController(live, metrics, upstream.fetch_json, state_file)
+    store = await open_state_store(config, config_path, upstream.fetch_json, metrics, import_state)
+    log.info("rollout state: %s (bound at start-up)", store.describe())
+    safety = RolloutController(live, metrics, upstream.fetch_json, store, await read_at_start(store))
 
     def on_applied(old: Snapshot, new: Snapshot) -> Snapshot:
         metrics.count_from_zero(new.config.routes, new.config.embedders)
         embedders.apply(new.config.embedders)
         return safety.on_config_applied(old, new)
 
-    reloader = ConfigReloader(live, metrics, on_applied=on_applied, ignore=safety.state_file.owns)
+    reloader = ConfigReloader(live, metrics, on_applied=on_applied, ignore=store.owns)
 
     keep_large_blocks_returnable()
     allow_open_files(config.limits.max_connections + config.upstream.max_connections)

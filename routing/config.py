@@ -147,6 +147,34 @@ class Shutdown(_Strict):
     drain_delay: Duration | None = None
 
 
+DEFAULT_STATE_COLLECTION = "bluegreen_state"
+
+
+class StateStoreSettings(_Strict):
+    """Where the rollout records live (rollbacks, staged steps), shared by replicas; bound at start-up.
+
+    `file`: one JSON file (default beside the config); replicas share it on a ReadWriteMany volume.
+    `qdrant`: one point per route in `collection` on the upstream, written by conditional upserts;
+    `path` then names a state file imported on first start (the collection empty)."""
+
+    store: Literal["file", "qdrant"] = "file"
+    path: str | None = None
+    collection: str = DEFAULT_STATE_COLLECTION
+    sync_interval: Duration = Field(1.0, gt=0)  # how often other replicas' records are read and adopted
+
+    @field_validator("path")
+    @classmethod
+    def _empty_path_is_default(cls, value: str | None) -> str | None:
+        return value or None  # `${BLUEGREEN_STATE_FILE:-}` unset: beside the config
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, name: str) -> str:
+        if not name or "/" in name:
+            raise ValueError(f"{name!r}: a collection name (no `/`)")
+        return name
+
+
 class Guard(_Strict):
     interval: Duration = 10.0
     window: Duration = 60.0
@@ -428,7 +456,8 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     reload: Reload = Field(default_factory=Reload)
     shutdown: Shutdown = Field(default_factory=Shutdown)
-    state_file: str | None = None  # rollout state; default: beside the config file
+    state_file: str | None = None  # the file store's path, as `state.path` (the older spelling)
+    state: StateStoreSettings = Field(default_factory=StateStoreSettings)
     clients: Clients | None = None  # none: clients' own credentials pass through to the upstream
     embedders: dict[str, EmbedderSettings] = Field(default_factory=dict)
     # Document models left for Qdrant to embed (qdrant/bm25 always is).
@@ -452,6 +481,27 @@ class Config(_Strict):
                     f"collection name, so a route named `{name}` would capture those calls: choose another name"
                 )
         return routes
+
+    @model_validator(mode="after")
+    def _one_state_path(self) -> "Config":
+        if self.state_file is not None:
+            if self.state.path not in (None, self.state_file):
+                raise ValueError("state_file: names another file than state.path; keep one of them")
+            object.__setattr__(self, "state", self.state.model_copy(update={"path": self.state_file}))
+        return self
+
+    @model_validator(mode="after")
+    def _state_collection_is_the_proxys(self) -> "Config":
+        if self.state.store != "qdrant":
+            return self
+        name = self.state.collection
+        for route_name, route in self.routes.items():
+            if name in (route_name, route.blue, route.green):
+                raise ValueError(
+                    f"state.collection: `{name}` is a collection of route {route_name}; the rollout state "
+                    "needs a collection of its own (the proxy refuses it to clients)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _embedders_exist(self) -> "Config":

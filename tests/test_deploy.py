@@ -83,15 +83,15 @@ def test_compose_wiring(monkeypatch):
     for service in ("prometheus", "grafana"):
         assert re.fullmatch(r"[\w/.-]+:v?\d+\.\d+\.\d+", services[service]["image"]), services[service]["image"]
 
-    # The proxy: built from the Dockerfile, the config mounted as a directory, the state on a volume.
+    # The proxy: built from the Dockerfile, the config mounted as a directory, the state in Qdrant.
     proxy = services["proxy"]
     assert (DEPLOY / proxy["build"]["context"] / proxy["build"]["dockerfile"]).resolve() == REPO_ROOT / "Dockerfile"
     config_mount = next(v for v in proxy["volumes"] if isinstance(v, dict) and v["target"] == "/etc/bluegreen")
     config_dir = DEPLOY / config_mount["source"]
     assert config_dir.is_dir(), "the config is mounted as a directory, so that edits reach the proxy"
     assert proxy["command"][-1] == "/etc/bluegreen/bluegreen.yaml"
-    assert "proxy-state:/var/lib/bluegreen" in proxy["volumes"]
     config = proxy_config((config_dir / "bluegreen.yaml").read_text(), monkeypatch)
+    assert config.state.store == "qdrant" and len(proxy["volumes"]) == 1, "no volume for the state"
     assert config.upstream.url == f"http://qdrant:{qdrant_port}"
     assert config.listen.host == config.admin.host == "0.0.0.0"  # Prometheus scrapes from its own container
     assert config.admin.token == ADMIN_TOKEN  # from the environment, never in the file
@@ -174,8 +174,7 @@ def test_kubernetes_wiring(monkeypatch):
 
     # The shipped config is valid, and its ports are the container's.
     env = {e["name"]: e for e in container["env"]}
-    config = proxy_config(configmap["data"]["bluegreen.yaml"], monkeypatch,
-                          BLUEGREEN_STATE_FILE=env["BLUEGREEN_STATE_FILE"]["value"])
+    config = proxy_config(configmap["data"]["bluegreen.yaml"], monkeypatch)
     assert (config.listen.port, config.admin.port) == (ports["data"], ports["admin"])
     assert config.listen.host == config.admin.host == "0.0.0.0"  # probes and Prometheus come from outside the pod
     assert config.admin.token == ADMIN_TOKEN
@@ -202,16 +201,12 @@ def test_kubernetes_wiring(monkeypatch):
     assert {key.key.get_secret_value() for key in config.clients.api_keys} == {
         DEPLOYMENT_ENV["BLUEGREEN_READER_KEY"], DEPLOYMENT_ENV["BLUEGREEN_INGEST_KEY"]}
 
-    # Non-root, read-only root filesystem, the state file on a writable (shared) volume.
+    # Non-root, read-only root filesystem; the state in Qdrant, no volume claim.
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    state_dir = str(Path(env["BLUEGREEN_STATE_FILE"]["value"]).parent)
-    state_volume = volumes[mounts[state_dir]["name"]]
-    claim = m["PersistentVolumeClaim"]
-    assert state_volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "replicas share the state file"
-    assert not mounts[state_dir].get("readOnly")
+    assert (config.state.store, config.state.collection) == ("qdrant", "bluegreen_state")
+    assert "PersistentVolumeClaim" not in m and not any("persistentVolumeClaim" in v for v in pod["volumes"])
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
 
     # The Service: the data port only.
@@ -259,6 +254,22 @@ def test_compose_stop_grace_covers_the_proxys_grace(monkeypatch):
     assert parse_duration(proxy["stop_grace_period"]) >= config.shutdown_grace_period + CUT_OFF_ANSWER_SECONDS + ADMIN_GRACE_SECONDS
 
 
+def test_kubernetes_file_store_component(monkeypatch):
+    """The alternative: the file store on a ReadWriteMany claim, as the file-store component patches it in."""
+    component = yaml.safe_load((KUBERNETES / "file-store" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    claim = yaml.safe_load((KUBERNETES / "file-store" / component["resources"][0]).read_text())
+    kubernetes_validate.validate(claim, latest_version(), strict=True)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "replicas share the state file"
+    operations = yaml.safe_load(component["patches"][0]["patch"])
+    added = {operation["path"].rsplit("/", 2)[-2]: operation["value"] for operation in operations if operation["op"] == "add"}
+    env = {o["value"]["name"]: o["value"]["value"] for o in operations if o["path"].endswith("/env/-")}
+    assert added["volumes"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert Path(env["BLUEGREEN_STATE_FILE"]).parent == Path(added["volumeMounts"]["mountPath"])
+    config = proxy_config(manifests()["ConfigMap"]["data"]["bluegreen.yaml"], monkeypatch, **env)
+    assert (config.state.store, config.state.path) == ("file", env["BLUEGREEN_STATE_FILE"])
+
+
 # ------------------------------------------------------------------ the shipped configs, running
 
 def shipped_configs() -> dict[str, str]:
@@ -280,7 +291,8 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
     (config_dir / "bluegreen.yaml").write_text(shipped_configs()[where])
     data_port, admin_port = free_port(), free_port()
     admin_url = f"http://127.0.0.1:{admin_port}"
-    env = {**DEPLOYMENT_ENV, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": ""}
+    env = {**DEPLOYMENT_ENV, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": "",
+           "BLUEGREEN_STATE_STORE": "file"}  # the Qdrant store (the default) needs a reachable upstream
 
     def proxy_process() -> ServerProcess:
         return ServerProcess(

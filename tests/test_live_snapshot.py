@@ -7,6 +7,7 @@ import asyncio
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.metrics import Metrics
 from proxy.control.rollout_controller import RolloutController
+from proxy.control.rollout_store import FileStateStore, StateFile
 from routing.config import parse_config
 
 
@@ -17,7 +18,7 @@ async def no_upstream(method: str, path: str, body: bytes):
 def controller(tmp_path, percent: float = 40) -> RolloutController:
     config = parse_config(f"routes:\n  docs: {{blue: a, green: b, green_percent: {percent}}}\n  kb: {{blue: c, green: d}}\n", environ={})
     live = LiveConfig.initial(config, "hash-1", str(tmp_path / "bluegreen.yaml"))
-    return RolloutController(live, Metrics(), no_upstream, tmp_path / "state.json")
+    return RolloutController(live, Metrics(), no_upstream, FileStateStore(StateFile(tmp_path / "state.json")), {})
 
 
 def test_a_rollback_publishes_a_new_snapshot_and_leaves_the_held_one_alone(tmp_path):

@@ -15,6 +15,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--listen", type=address, help="data address HOST:PORT (overrides listen)")
     parser.add_argument("--admin", type=address, help="admin address HOST:PORT (overrides admin)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--import-state", metavar="FILE", help="with state.store qdrant: import this state file on first start (the collection empty)")
     parser.set_defaults(func=run)
 
 
@@ -35,7 +36,7 @@ def run(args) -> int:
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return uvloop.run(serve(args.config, args.listen, args.admin))
+        return uvloop.run(serve(args.config, args.listen, args.admin, args.import_state))
     except ConfigError as exc:
         print(f"bluegreen-proxy: invalid config {args.config}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -50,6 +50,9 @@ def print_routes(document: dict) -> None:
     reload = document.get("last_reload", {})
     print(f"config generation {document.get('generation')}, last reload: {reload.get('result')}"
           + (f" ({reload.get('error')})" if reload.get("error") else ""))
+    store = document.get("state_store")
+    if store:
+        print(f"state store: {store_line(store)}")
     for name, route in document.get("routes", {}).items():
         line = (f"{name}: {route['blue']} -> {route['green']}  configured {route['green_percent']:g}%  "
                 f"effective {route['effective_green_percent']:g}%  state {route.get('state', 'active')}")
@@ -62,3 +65,11 @@ def print_routes(document: dict) -> None:
             if step.get("next_in_s") is not None:
                 line += f", next step in {step['next_in_s']:.0f}s if healthy"
         print(line)
+
+
+def store_line(store: dict) -> str:
+    """`qdrant collection bluegreen_state, last sync 0.4s ago` (and the error while it fails)."""
+    where = f"file {store['path']}" if store.get("store") == "file" else f"qdrant collection {store.get('collection')}"
+    age = store.get("last_sync_age_s")
+    line = f"{where}, last sync " + ("never" if age is None else f"{age:.1f}s ago")
+    return line + (f", NOT writable: {store['error']}" if store.get("error") else "")

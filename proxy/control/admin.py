@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from proxy.control.rollout_controller import RolloutController
 
 MAX_ADMIN_BODY_BYTES = 64 * 1024  # a rollback reason is a sentence; a larger body gets a 413
-NOT_PERSISTED_STATUS = 503  # the decision applies on this replica, but the state file did not take it
+NOT_PERSISTED_STATUS = 503  # the decision applies on this replica, but the state store did not take it
 
 
 def route_status(live: LiveConfig, safety: "RolloutController", name: str) -> dict:
@@ -44,7 +45,15 @@ def routes_document(live: LiveConfig, safety: "RolloutController") -> dict:
         "generation": snapshot.generation,
         "last_reload": {"result": reload.result, "time": reload.at, "error": reload.error},
         "routes": {name: route_status(live, safety, name) for name in snapshot.table.routes},
+        "state_store": state_store_status(safety, safety.shared.error),
     }
+
+
+def state_store_status(safety: "RolloutController", error: str | None) -> dict:
+    """The store, whether it takes decisions now, and how long ago it last answered a read or save."""
+    last = safety.shared.last_sync
+    age = None if last is None else round(max(0.0, time.time() - last), 3)
+    return {**safety.store.details(), "writable": error is None, "error": error, "last_sync_age_s": age}
 
 
 def readiness(safety: "RolloutController") -> dict:
@@ -65,13 +74,12 @@ def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutControll
         if shutting_down.is_set():  # load balancers take the proxy out before its data listener closes
             return JSONResponse({"ready": False, "reason": "shutting down"}, status_code=503)
         # Ready means "serving": a failed preflight only keeps green dark and an unwritable state
-        # file only stops decisions from being kept, so both are reported, not fatal.
-        error = await safety.state_file_problem()
-        state_file = {"path": str(safety.state_file.path), "writable": error is None, "error": error}
-        return JSONResponse({
-            "ready": True, "generation": live.snapshot.generation, "state_file": state_file,
-            "routes": readiness(safety),
-        })
+        # store only stops decisions from being kept, so both are reported, not fatal.
+        error = await safety.state_store_problem()
+        document = {"ready": True, "generation": live.snapshot.generation, "state_store": state_store_status(safety, error)}
+        if safety.store.kind == "file":  # as before the Qdrant store
+            document["state_file"] = {"path": safety.store.details()["path"], "writable": error is None, "error": error}
+        return JSONResponse({**document, "routes": readiness(safety)})
 
     async def admin_routes(request: Request) -> Response:
         return JSONResponse(routes_document(live, safety))
@@ -116,13 +124,13 @@ def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutControll
         return await _decided(name, "resume")
 
     async def _decided(name: str, action: str) -> JSONResponse:
-        """Acknowledged once it is in the state file; otherwise an error that says so."""
+        """Acknowledged once it is in the state store; otherwise an error that says so."""
         error = await safety.persist(name)
         status = route_status(live, safety, name)
         if error is None:
             return JSONResponse({"route": name, "persisted": True, **status})
         message = (f"{action} applies on this replica now but is NOT persisted: {error}; it will not survive "
-                   "a restart nor reach other replicas until the state file can be written (retried every second)")
+                   f"a restart nor reach other replicas until the {safety.store.describe()} can be written (retried every second)")
         return JSONResponse(
             {"status": {"error": message}, "route": name, "persisted": False, **status}, status_code=NOT_PERSISTED_STATUS,
         )

@@ -34,7 +34,8 @@ WATCH_RETRY_SECONDS = 1.0
 # Settings bound at start-up (sockets, the upstream pool, the state file); a change is reported,
 # applied on restart.
 RESTART_ONLY = (
-    "listen", "admin.host", "admin.port", "upstream", "state_file", "limits.max_connections",
+    "listen", "admin.host", "admin.port", "upstream", "state_file", "state.store", "state.path", "state.collection",
+    "limits.max_connections",
     "limits.max_header_bytes", "limits.max_header_count", "limits.header_timeout", "limits.idle_timeout",
     "limits.body_timeout",
 )

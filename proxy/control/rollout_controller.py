@@ -1,9 +1,9 @@
 """The rollout controller: owns each route's effective split and publishes it into the live snapshot.
 
 Feeds the guards (every routed read), runs the clocks (judgements, staged steps, preflight rechecks,
-the state file sync) and takes the operators' rollbacks and resumes. Each route's decisions are pure
+the state store sync) and takes the operators' rollbacks and resumes. Each route's decisions are pure
 (`routing.rollout`, `routing.guard`); the other jobs live beside it: preflight I/O in
-`proxy.control.preflight`, the state file shared by replicas in `proxy.control.rollout_store`, the gauges in
+`proxy.control.preflight`, the state store shared by replicas in `proxy.control.rollout_store`, the gauges in
 `proxy.control.gauges`, the admin views in `proxy.control.admin`.
 """
 from __future__ import annotations
@@ -12,14 +12,14 @@ import asyncio
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Callable
 
 from proxy.control.gauges import RouteGauges
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.metrics import Metrics
 from proxy.control.preflight import FetchJson, PreflightChecks
-from proxy.control.rollout_store import SharedRollouts, StateFile
+from proxy.control.rollout_store import SharedRollouts
+from proxy.control.state_store import Slot, StateStore
 from proxy.dataplane.upstream import UpstreamResponse
 from routing.config import Route
 from routing.guard import RouteGuard
@@ -32,14 +32,14 @@ from routing.table import threshold_for
 log = logging.getLogger("bluegreen.safety")
 
 TICK_SECONDS = 0.1  # how often the controller looks at clocks; guard intervals are configured in seconds
-STATE_SYNC_SECONDS = 1.0  # how often the state file is re-read for other replicas' changes
 
 
 class RolloutController:
     def __init__(
-        self, live: LiveConfig, metrics: Metrics, fetch: FetchJson, state_file: Path,
-        clock: Callable[[], float] = time.time,
+        self, live: LiveConfig, metrics: Metrics, fetch: FetchJson, store: StateStore,
+        saved: dict[Slot, dict], clock: Callable[[], float] = time.time,
     ):
+        """`saved`: the store's records read at start-up (`SharedRollouts.load`), taken as bases."""
         self.live = live
         self.metrics = metrics
         self.clock = clock
@@ -49,16 +49,16 @@ class RolloutController:
         self._next_sync = 0.0
         self.gauges = RouteGauges(metrics)
         self.preflights = PreflightChecks(fetch, self._on_preflight)
-        self.shared = SharedRollouts(StateFile(state_file), self._records, self._adopt)
+        self.shared = SharedRollouts(store, metrics, self._records, self._adopt)
+        self.shared.bases.update(saved)
         now = clock()
-        saved = self.shared.load()
         for name, route in live.snapshot.config.routes.items():
             self._add_route(name, route, saved, now)
         self._publish()
 
     @property
-    def state_file(self) -> StateFile:
-        return self.shared.file
+    def store(self) -> StateStore:
+        return self.shared.store
 
     # ------------------------------------------------------------ feed the guard (hot path)
 
@@ -98,6 +98,7 @@ class RolloutController:
                 self._set_guard(name, route, now)
             self._log_event(name, rollout.apply_config(route, now))
         self.shared.save_changes()
+        new.table.reserved = old.table.reserved  # the state store's collection, bound at start-up with the store
         return self._effective(new)
 
     def rollback(self, name: str, reason: str) -> None:
@@ -113,25 +114,25 @@ class RolloutController:
         await self.shared.sync()
 
     async def persist(self, name: str) -> str | None:
-        """Wait until the route's decisions are in the state file: None, or why they are not."""
+        """Wait until the route's decisions are in the state store: None, or why they are not."""
         return await self.shared.persist(name)
 
     async def flush(self) -> None:
         await self.shared.flush()
 
-    async def state_file_problem(self) -> str | None:
-        """Why decisions cannot be kept now (the state file cannot be written), or None."""
+    async def state_store_problem(self) -> str | None:
+        """Why decisions cannot be kept now (the state store cannot be written), or None."""
         return await self.shared.probe()
 
     # ------------------------------------------------------------ the clock loop
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Clocks: judgements, staged steps, preflight rechecks and the state file, until `stop`."""
+        """Clocks: judgements, staged steps, preflight rechecks and the state store, until `stop`."""
         while not stop.is_set():
             try:
                 self.step()
                 if self.clock() >= self._next_sync:
-                    self._next_sync = self.clock() + STATE_SYNC_SECONDS
+                    self._next_sync = self.clock() + self.live.snapshot.config.state.sync_interval
                     await self.shared.sync()
             except Exception:  # noqa: BLE001 - a bug here must not stop the proxy from serving
                 log.exception("rollout safety step failed")
@@ -175,7 +176,7 @@ class RolloutController:
             try:
                 rollout = RouteRollout.from_dict(route, record, now)
             except ValueError as exc:
-                log.error("route %s: ignoring its saved state in %s: %s", name, self.state_file.path, exc)
+                log.error("route %s: ignoring its saved state in the %s: %s", name, self.store.describe(), exc)
         self.rollouts[name] = rollout
         self._set_guard(name, route, now)
 

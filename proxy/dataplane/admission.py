@@ -14,6 +14,7 @@ from proxy.dataplane.upstream import UpstreamClient, without_client_credentials
 from routing.aliases import ALIASES_PATH
 from routing.clients import Unauthenticated, is_health_probe
 from routing.operations import Kind, is_write
+from routing.reserved import body_may_name, path_names_reserved, reserved_message
 from routing.rewrite import UndecodableBody, UnreadableBody, decode_request_body
 
 CONTENT_ENCODING = b"content-encoding"
@@ -62,7 +63,10 @@ class Admission:
             route = request.route
             if route is not None and (request.kind is Kind.READ or route.settings.embed is not None):
                 plain_body(request)  # decoded now: the rewrite (or the search for texts) reads it
-            return await self.admit(request, located) or await self._alias_refusal(request)
+            return (
+                await self.admit(request, located) or await self._alias_refusal(request)
+                or await self._reserved_refusal(request, located)
+            )
         except (UndecodableBody, UnreadableBody) as exc:
             return 400, f"Wrong input: {exc}"
 
@@ -96,6 +100,23 @@ class Admission:
         colours = {name: (route.blue, route.green) for name, route in routes.items()}
         message = await self.read_bodies.alias_refusal(plain_body(request), colours)
         return None if message is None else (400, message)
+
+
+    async def _reserved_refusal(self, request: Request, located: tuple[bytes, str] | None) -> tuple[int, str] | None:
+        """The proxy's own collection (the Qdrant state store's): 403 by path, alias change or lookup."""
+        reserved = request.snapshot.table.reserved
+        if reserved is None:
+            return None
+        if located is not None and path_names_reserved(located[0], reserved):
+            return 403, reserved_message(reserved)
+        aliases = request.canonical == ALIASES_PATH
+        if request.kind is not Kind.READ and not aliases:
+            return None
+        body = plain_body(request)
+        if not body_may_name(body, reserved):
+            return None
+        names = await (self.read_bodies.alias_names(body) if aliases else self.read_bodies.collections_named(body))
+        return (403, reserved_message(reserved)) if reserved in names else None
 
 
 def plain_body(request: Request) -> bytes:

@@ -132,7 +132,7 @@ class ProxyApp:
             request.operation, request.kind = classify(request.method, located[1])
         request.route = route
         if (
-            snapshot.clients is not None or request.canonical == ALIASES_PATH
+            snapshot.clients is not None or request.canonical == ALIASES_PATH or snapshot.table.reserved is not None
             or (route is not None and CONTENT_ENCODING in request.client_headers)
         ):  # the plain path skips all of this
             refusal = await self.admission.screen(request, located)

@@ -18,6 +18,7 @@ import sys
 from typing import Callable, Mapping
 
 from routing.aliases import alias_refusal
+from routing.reserved import alias_action_names
 from routing.rewrite import UnreadableBody, collections_named, read_json, rewrite_body_collections
 
 LARGE_BODY_BYTES = 256 * 1024  # about 3 ms of parsing: the most a body may hold the event loop
@@ -37,6 +38,10 @@ class ReadBodies:
     async def rewrite(self, body: bytes, physical: Mapping[str, str]) -> bytes | None:
         """The body with each named collection that `physical` maps replaced; None when none is."""
         return await self._run(_rewrite_with, body, dict(physical))
+
+    async def alias_names(self, body: bytes) -> list[str]:
+        """Every collection and alias name an alias change names."""
+        return await self._run(_alias_names_of, body)
 
     async def alias_refusal(self, body: bytes, routes: Mapping[str, tuple[str, str]]) -> str | None:
         """The 400 message for alias actions naming a route (`routes`: name -> (blue, green))."""
@@ -94,7 +99,11 @@ def _alias_refusal_of(body: bytes, routes: dict[str, tuple[str, str]]) -> str | 
     return alias_refusal(read_json(body), {name: _Route(*colours) for name, colours in routes.items()})
 
 
-_FUNCTIONS = {function.__name__: function for function in (collections_named, _rewrite_with, _alias_refusal_of)}
+def _alias_names_of(body: bytes) -> list[str]:
+    return alias_action_names(read_json(body))
+
+
+_FUNCTIONS = {function.__name__: function for function in (collections_named, _rewrite_with, _alias_refusal_of, _alias_names_of)}
 
 
 def serve() -> None:

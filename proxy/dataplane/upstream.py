@@ -249,7 +249,8 @@ class UpstreamClient:
         return own
 
     async def fetch_json(self, method: str, path: str, body: bytes) -> tuple[int, dict | None]:
-        """A control-plane call (preflight, reads only): status and parsed JSON body (None when not JSON)."""
+        """A control-plane call (preflight; the Qdrant state store, whose writes are conditional and so
+        safe to send twice): status and parsed JSON body (None when not JSON)."""
         headers = self.own_headers([(b"content-type", b"application/json")])
         response = await self.request(method, path.encode(), headers, body, repeatable=True)
         try:
