@@ -48,3 +48,10 @@ def test_a_reload_publishes_the_effective_split_in_the_same_swap(tmp_path):
         await safety.flush()
 
     asyncio.run(scenario())
+
+
+def test_a_routes_effective_threshold_is_read_from_its_snapshot():
+    snapshot = Snapshot.of(parse_config("upstream: {url: 'http://127.0.0.1:1'}\nroutes:\n  docs: {blue: a, green: b, green_percent: 10}\n"), 1, "h")
+    route = snapshot.table.routes["docs"]
+    assert snapshot.threshold(route) == route.configured_threshold == 1000
+    assert snapshot.with_thresholds({"docs": 0}).threshold(route) == 0
