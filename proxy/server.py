@@ -21,7 +21,7 @@ from proxy.host import allow_open_files, freeze_start_up_objects, keep_large_blo
 from proxy.process import EmbeddedUpstream
 from proxy.dataplane.protocol import limited_protocol
 from proxy.control.reload import ConfigReloader, read_config
-from proxy.dataplane.live import LiveConfig, Snapshot
+from proxy.dataplane.live import LiveConfig
 from proxy.control.rollout_store import open_state_store, read_at_start
 from proxy.control.rollout_controller import RolloutController
 from proxy.dataplane.upstream import UpstreamClient
@@ -136,12 +136,7 @@ async def _serve(
     log.info("rollout state: %s (bound at start-up)", store.describe())
     safety = RolloutController(live, metrics, upstream.fetch_json, store, await read_at_start(store))
 
-    def on_applied(old: Snapshot, new: Snapshot) -> Snapshot:
-        metrics.count_from_zero(new.config.routes, new.config.embedders)
-        embedders.apply(new.config.embedders)
-        return safety.on_config_applied(old, new)
-
-    reloader = ConfigReloader(live, metrics, on_applied=on_applied, ignore=store.owns)
+    reloader = ConfigReloader(live, metrics, safety, embedders, ignore=store.owns)
 
     keep_large_blocks_returnable()
     allow_open_files(config.limits.max_connections + config.upstream.max_connections)

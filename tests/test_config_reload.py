@@ -15,6 +15,8 @@ import pytest
 from proxy.dataplane.live import LiveConfig
 from proxy.metrics import Metrics
 from proxy.control.reload import ConfigReloader, read_config
+from proxy.control.rollout_controller import RolloutController
+from proxy.control.rollout_store import FileStateStore, StateFile
 from tests.support import RunningProxy, metric_value, wait_until
 from tests.test_proxy import make_collections, names, route_yaml  # noqa: F401 - names is a fixture
 
@@ -160,24 +162,33 @@ def test_state_file_is_restart_only_and_says_so(names, embedded_upstream, tmp_pa
 # ---------------------------------------------------------------- the reloader in process
 
 
+async def no_upstream(method: str, path: str, body: bytes):
+    raise AssertionError("a plain split never asks the upstream")
+
+
 def in_process_reloader(tmp_path: Path, reloader_class=ConfigReloader) -> tuple[ConfigReloader, Path]:
+    """The reloader with the real rollout controller it hands each config to (a file store in tmp_path)."""
     path = tmp_path / "bluegreen.yaml"
     path.write_text("routes:\n  docs: {blue: a, green: b, green_percent: 0}\n")
     config, content_hash = read_config(path)
-    return reloader_class(LiveConfig.initial(config, content_hash, str(path)), Metrics()), path
+    live, metrics = LiveConfig.initial(config, content_hash, str(path)), Metrics()
+    controller = RolloutController(live, metrics, no_upstream, FileStateStore(StateFile(tmp_path / "state.json")), {})
+    return reloader_class(live, metrics, controller), path
 
 
 def test_an_unexpected_exception_is_logged_counted_and_reloading_carries_on(tmp_path, caplog):
     failures = []
 
-    def fail_once(old, new):
+    reloader, path = in_process_reloader(tmp_path)
+    apply_config = reloader.controller.apply_config
+
+    def fail_once(new):
         if not failures:
             failures.append(new.generation)
             raise RuntimeError("injected")
-        return new
+        return apply_config(new)
 
-    reloader, path = in_process_reloader(tmp_path)
-    reloader.on_applied = fail_once
+    reloader.controller.apply_config = fail_once
 
     async def until(predicate) -> None:
         for _ in range(200):

@@ -43,8 +43,9 @@ def test_a_reload_publishes_the_effective_split_in_the_same_swap(tmp_path):
         old = safety.live.snapshot
         kb_raised = parse_config(
             "routes:\n  docs: {blue: a, green: b, green_percent: 40}\n  kb: {blue: c, green: d, green_percent: 5}\n", environ={})
-        new = safety.on_config_applied(old, Snapshot.of(kb_raised, 2, "hash-2"))
+        new = safety.apply_config(Snapshot.of(kb_raised, 2, "hash-2"))
         assert new.generation == 2 and new.thresholds == {"docs": 0, "kb": 500}  # still rolled back
+        assert safety.live.snapshot is new and old.generation == 1  # published in one swap; the held one unchanged
         await safety.flush()
 
     asyncio.run(scenario())

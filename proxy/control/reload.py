@@ -19,7 +19,9 @@ from typing import Callable
 
 import watchfiles
 
+from proxy.control.rollout_controller import RolloutController
 from proxy.dataplane.live import LiveConfig, ReloadOutcome, Snapshot
+from proxy.embedding.embedders import EmbedderSet
 from proxy.metrics import Metrics
 from routing.config import MAX_CONFIG_BYTES, Config, ConfigError, parse_config
 
@@ -41,7 +43,6 @@ RESTART_ONLY = (
 )
 
 # Returns the snapshot to publish (with the effective split), given the current one and the new config's.
-OnApplied = Callable[[Snapshot, Snapshot], Snapshot]
 
 
 def read_config_bytes(path: str | Path) -> bytes:
@@ -67,12 +68,13 @@ def read_config(path: str | Path) -> tuple[Config, str]:
 
 class ConfigReloader:
     def __init__(
-        self, live: LiveConfig, metrics: Metrics, on_applied: OnApplied | None = None,
+        self, live: LiveConfig, metrics: Metrics, controller: RolloutController, embedders: EmbedderSet | None = None,
         ignore: Callable[[str], bool] = lambda path: False,
     ):
         self.live = live
         self.metrics = metrics
-        self.on_applied = on_applied
+        self.controller = controller  # publishes each applied config (the one writer of live.snapshot)
+        self.embedders = embedders
         self.ignore = ignore  # files of the proxy's own beside the config (the state file)
         self._lock = asyncio.Lock()
         self._failed_hash: str | None = None
@@ -168,10 +170,10 @@ class ConfigReloader:
         current = self.live.snapshot  # read after the parse: the rollout controller may have published meanwhile
         for setting in _restart_only_changes(current.config, config):
             log.warning("config: `%s` changed; it applies on restart", setting)
-        snapshot = Snapshot.of(config, current.generation + 1, content_hash)
-        if self.on_applied is not None:
-            snapshot = self.on_applied(current, snapshot)
-        self.live.snapshot = snapshot
+        self.metrics.count_from_zero(config.routes, config.embedders)
+        if self.embedders is not None:
+            self.embedders.apply(config.embedders)
+        snapshot = self.controller.apply_config(Snapshot.of(config, current.generation + 1, content_hash))
         self._record("success", None)
         self.metrics.config_generation.set(snapshot.generation)
         log.info("config generation %d applied (%s): %s", snapshot.generation, trigger, _split_summary(snapshot))

@@ -81,8 +81,14 @@ class RolloutController:
 
     # ------------------------------------------------------------ inputs
 
-    def on_config_applied(self, old: Snapshot, new: Snapshot) -> Snapshot:
-        """A reload: adopt the new routes; the new snapshot as it must be published (effective split)."""
+    def apply_config(self, new: Snapshot) -> Snapshot:
+        """A reload: adopt the new routes and publish `new` with the effective split, in one swap. The
+        controller is the one writer of `live.snapshot`: the reloader hands every new config here."""
+        published = self.live.snapshot = self._adopt_config(self.live.snapshot, new)
+        return published
+
+    def _adopt_config(self, old: Snapshot, new: Snapshot) -> Snapshot:
+        """The new routes adopted; `new` as it must be published (effective split)."""
         now = self.clock()
         for name in set(old.config.routes) - set(new.config.routes):
             self.rollouts.pop(name, None)
