@@ -69,6 +69,7 @@ class RequestSeries:
 
 
 class Metrics:
+    # Long by design: one declaration per exported metric, read top to bottom as the metric reference.
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry

@@ -118,6 +118,7 @@ async def serve(
             embedded.stop()
 
 
+# Long, 7 parameters: the wiring itself, start to shutdown in order; each step is a call to its owner.
 async def _serve(
     config: Config, content_hash: str, config_path: str, upstream_url: str, listen: Address, admin: Address,
     import_state: str | None,

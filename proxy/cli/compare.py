@@ -162,6 +162,7 @@ async def compare_route(config: Config, route_name: str, queries: list[tuple[int
     return results
 
 
+# 7 parameters: one query's comparison needs the client, the route, its line and the shared embeddings.
 async def _compare_one(qdrant: QdrantRest, table: RouteTable, route: Route, line: int, body: dict, k: int,
                        embeddings: dict[tuple[int, str], list[float]]) -> QueryComparison:
     answers: dict[str, list[Hashable]] = {}

@@ -63,6 +63,7 @@ def readiness(safety: "RolloutController") -> dict:
     }
 
 
+# Long: each admin endpoint is a closure over the live config, metrics and controller, defined here.
 def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutController", shutting_down: asyncio.Event) -> Starlette:
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)

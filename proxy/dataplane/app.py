@@ -118,6 +118,7 @@ class ProxyApp:
         message = f"Service overloaded: {limit} requests in progress (limits.max_concurrency)"
         await respond_error(send, 503, message, started, origin)
 
+    # 63 lines: the one place a request's kind picks read, write, info or refusal; split, it would hide that.
     async def _dispatch(self, request: Request, send: Send) -> None:
         snapshot, started = request.snapshot, request.started
         if request.method == "OPTIONS":
