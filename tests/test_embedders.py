@@ -3,31 +3,13 @@ against the OpenAI-compatible test service on a real socket and the real WordLla
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
-from aiohttp import web
-
 from proxy.embedding.backend import EmbedderError
 from proxy.embedding.embedders import EmbedderSet, build_embedder
 from proxy.metrics import Metrics
 from routing.config import EmbedderSettings
-from tests.openai_embeddings import Service, vector_for
-
-
-@contextlib.asynccontextmanager
-async def embedding_service(dimensions: int = 32):
-    """The test embedding service in this process's loop on a free port: (base url, its state)."""
-    state = Service(dimensions)
-    runner = web.AppRunner(state.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", state
-    finally:
-        await runner.cleanup()
+from tests.openai_embeddings import embedding_service, vector_for
 
 
 def openai_settings(url: str, **extra) -> EmbedderSettings:
