@@ -90,7 +90,6 @@ async def embedding_service(dimensions: int = 32):
         await runner.cleanup()
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
