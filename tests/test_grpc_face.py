@@ -232,3 +232,20 @@ def test_clients_are_authenticated_before_anything_reaches_the_upstream(tmp_path
         reader.close()
         # Qdrant's health check needs no credential.
         assert qgrpc.QdrantStub(face.channel).HealthCheck(qgrpc.HealthCheckRequest()).version
+
+
+def test_the_state_collection_is_refused(tmp_path, upstream, direct):
+    extra = "state: {store: qdrant, collection: bg_state}\n"
+    with Face(tmp_path, upstream, route_yaml("docs", "docs_b", "docs_g", 0), extra_yaml=extra) as face:
+        for call in (
+            lambda: face.points.Count(qgrpc.CountPoints(collection_name="bg_state")),
+            lambda: face.collections.Delete(qgrpc.DeleteCollection(collection_name="bg_state")),
+            lambda: face.points.Query(qgrpc.QueryPoints(
+                collection_name="plain", lookup_from=qgrpc.LookupLocation(collection_name="bg_state"))),
+            lambda: face.collections.UpdateAliases(qgrpc.ChangeAliases(actions=[
+                qgrpc.AliasOperations(create_alias=qgrpc.CreateAlias(collection_name="bg_state", alias_name="mine"))])),
+        ):
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED and "reserved" in raised.value.details()
+        assert direct.collection_exists("bg_state")
