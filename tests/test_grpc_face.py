@@ -130,6 +130,11 @@ def test_routed_reads_go_to_the_colour_rest_picks_with_the_same_answers(tmp_path
             assert with_client.count("docs").count == direct.count(physical).count
             with_client.close()
         assert seen == {"blue", "green"}
+        text = face.proxy.metrics_text()
+        # Every read above, counted once on the face it came in on (two per user over gRPC, one over REST).
+        assert metric_value(text, "bluegreen_requests_total", route="docs", operation="query", protocol="rest") == len(USERS)
+        assert metric_value(text, "bluegreen_requests_total", route="docs", operation="query", protocol="grpc") == 2 * len(USERS)
+        assert metric_value(text, "bluegreen_request_duration_seconds_count", route="docs", operation="query", protocol="grpc") == 2 * len(USERS)
         rest.close()
         client.close()
 

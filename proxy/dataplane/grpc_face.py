@@ -25,7 +25,7 @@ from proxy.dataplane.grpc_transport import RESERVED_METADATA, GrpcCallError, Grp
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.dataplane.request import Observer
 from proxy.grpc_schema import METHODS
-from proxy.metrics import NO_COLOUR, UNROUTED, Metrics
+from proxy.metrics import GRPC, NO_COLOUR, UNROUTED, Metrics
 from routing.aliases import alias_refusal
 from routing.clients import Grant, Unauthenticated
 from routing.config import Upstream
@@ -102,7 +102,7 @@ class GrpcFace(GrpcForwarder):
         snapshot = self.live.snapshot  # the one read: config, table and effective split together
         limits = snapshot.config.limits
         if self.in_flight >= limits.max_concurrency:
-            series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, UNROUTED_OPERATION)
+            series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, UNROUTED_OPERATION, GRPC)
             series.upstream_error("overloaded")
             series.observe(503, time.perf_counter() - started)
             message = f"Service overloaded: {limits.max_concurrency} requests in progress (limits.max_concurrency)"
@@ -291,7 +291,7 @@ class GrpcFace(GrpcForwarder):
 
     async def _routed(self, call: Call, colour: str, request: bytes, since: float | None = None) -> bytes | GrpcCallError:
         route = call.route
-        series = self.metrics.series(route.name, colour, route.collection(colour), call.method.operation)
+        series = self.metrics.series(route.name, colour, route.collection(colour), call.method.operation, GRPC)
         started = call.started if since is None else since
         outcome = await self._exchange(call, request, series, started)
         seconds = time.perf_counter() - started
@@ -303,7 +303,7 @@ class GrpcFace(GrpcForwarder):
         return outcome
 
     async def _unrouted(self, call: Call, request: bytes) -> bytes:
-        series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, call.method.operation)
+        series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, call.method.operation, GRPC)
         outcome = await self._exchange(call, request, series, call.started)
         if isinstance(outcome, GrpcCallError):
             raise outcome
