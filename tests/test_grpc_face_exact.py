@@ -16,10 +16,12 @@ from qdrant_client import grpc as qgrpc
 from proxy.grpc_schema import METHODS
 from tests.support import RunningProxy, free_port, metric_value, route_yaml
 from tests.test_grpc_transport import UNKNOWN_FIELD, LoopThread
+from tests.test_safety import FAST_GUARD
 
 QUERY = "/qdrant.Points/Query"
 BROKEN = "broken_green"  # the upstream answers UNAVAILABLE for it
 SLOW = "slow_blue"  # the upstream takes 5 s for it
+EMPTY = "empty_green"  # the upstream finds no points in it
 
 
 @dataclass
@@ -45,7 +47,8 @@ class Upstream:
                 if name == SLOW:
                     await asyncio.sleep(5)
                 if path == QUERY:
-                    return qgrpc.QueryResponse(result=[qgrpc.ScoredPoint(id=qgrpc.PointId(num=len(name)), score=1.0)],
+                    points = [] if name == EMPTY else [qgrpc.ScoredPoint(id=qgrpc.PointId(num=len(name)), score=1.0)]
+                    return qgrpc.QueryResponse(result=points,
                                                time=0.001).SerializeToString() + UNKNOWN_FIELD
                 return b""
             return grpc.unary_unary_rpc_method_handler(serve)
@@ -195,3 +198,23 @@ def test_the_proxys_key_goes_upstream_never_the_clients(tmp_path, upstream):
             face.channel.unary_unary("/qdrant.Points/Upsert")(
                 qgrpc.UpsertPoints(collection_name="docs").SerializeToString(), timeout=5, metadata=(("api-key", "reader-key"),))
         assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED and "may only read" in raised.value.details()
+
+
+@pytest.mark.parametrize("green, reason", [(BROKEN, "error_rate"), (EMPTY, "empty_results")])
+def test_the_guard_judges_grpc_reads(tmp_path, upstream, green, reason):
+    """gRPC failures and empty answers are the guard's evidence, as REST's are: green rolls back."""
+    routes = route_yaml("docs", "docs_blue", green, 50, guard=FAST_GUARD % "", failover="false")
+    with Face(tmp_path, upstream, routes) as face:
+        deadline = time.monotonic() + 20
+        user = 0
+        while face.proxy.admin_json()["routes"]["docs"]["state"] != "rolled_back":
+            assert time.monotonic() < deadline, face.proxy.admin_json()["routes"]["docs"]
+            for _ in range(40):
+                user += 1
+                try:
+                    face.query(query_request("docs"), timeout=5, metadata=(("x-user-id", f"u{user}"),))
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.UNAVAILABLE  # green's own status: failover is off
+        assert face.proxy.admin_json()["routes"]["docs"]["reason"] == reason
+        _, call = face.query(query_request("docs"), timeout=5, metadata=(("x-user-id", "u1"),))
+        assert dict(call.initial_metadata())["x-bluegreen-color"] == "blue"  # the rollback moves gRPC reads at once

@@ -30,7 +30,7 @@ from routing.aliases import alias_refusal
 from routing.clients import Grant, Unauthenticated
 from routing.config import Upstream
 from routing.grpc_methods import ALIASES_METHOD, GRPC_METHODS, LOOKUP_FIELDS, GrpcMethod
-from routing.operations import UNROUTED_OPERATION, Kind
+from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind
 from routing.reserved import reserved_message
 from routing.table import BLUE, GREEN, CompiledRoute
 
@@ -52,14 +52,34 @@ _UPSTREAM_ERROR_KIND = {Code.UNAVAILABLE: "connect", Code.DEADLINE_EXCEEDED: "ti
 
 @dataclass(frozen=True, slots=True)
 class GrpcOutcome:
-    """What the guard (the Observer) sees of a gRPC answer: its REST status (the body is protobuf, which
-    the guard's empty-result rule does not read)."""
+    """What the guard (the Observer) sees of a gRPC answer: its REST twin's status and, for a search-type
+    read on a guarded route, whether it held points, told the way the REST answer would (b"": not judged)."""
 
     status: int
     body: bytes = b""
 
     def header(self, name: bytes) -> bytes | None:
         return None
+
+
+_ANSWERED = GrpcOutcome(200)
+_EMPTY, _FOUND = GrpcOutcome(200, b'{"result":[]}'), GrpcOutcome(200, b'{"result":[{}]}')
+_EMPTY_BATCH, _FOUND_BATCH = GrpcOutcome(200, b'{"result":[[]]}'), GrpcOutcome(200, b'{"result":[[{}]]}')
+
+
+def search_outcome(method: GrpcMethod, answer: bytes) -> GrpcOutcome:
+    """A search-type answer as the guard's empty-result rule reads it: points or none (a batch: none in
+    every result), from the protobuf answer."""
+    try:
+        result = METHODS[method.path].response.FromString(answer).result
+    except DecodeError:
+        return _ANSWERED
+    if method.batch is not None:
+        if not result:
+            return _ANSWERED
+        return _EMPTY_BATCH if all(len(item.result) == 0 for item in result) else _FOUND_BATCH
+    points = result.groups if hasattr(result, "groups") else result
+    return _EMPTY if len(points) == 0 else _FOUND
 
 
 @dataclass(slots=True)
@@ -297,8 +317,10 @@ class GrpcFace(GrpcForwarder):
         seconds = time.perf_counter() - started
         if isinstance(outcome, GrpcCallError):
             seen = None if outcome.code in FAILURE_CODES else GrpcOutcome(_HTTP_STATUS.get(outcome.code, 500))
+        elif route.settings.guard is not None and call.method.operation in SEARCH_OPERATIONS:
+            seen = search_outcome(call.method, outcome)
         else:
-            seen = GrpcOutcome(200)
+            seen = _ANSWERED
         self.observer.observe(route.name, colour, call.method.operation, seen, seconds)
         return outcome
 
