@@ -157,9 +157,9 @@ class GrpcFace(GrpcForwarder):
         grant = self._authenticate(call) if snapshot.clients is not None else None
         table = snapshot.table
         if not spec.about_collection:
+            self._authorize(call, grant, None, [])
             if spec.path == ALIASES_METHOD and (table.routes or table.reserved is not None):
                 self._screen_aliases(call)
-            self._authorize(call, grant, None, [])
             return await self._unrouted(call, call.request)
         if not table.routes and table.reserved is None and grant is None:
             return await self._unrouted(call, call.request)  # nothing to decide: the bytes as sent
