@@ -254,3 +254,28 @@ def test_the_state_collection_is_refused(tmp_path, upstream, direct):
                 call()
             assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED and "reserved" in raised.value.details()
         assert direct.collection_exists("bg_state")
+
+
+def test_the_async_client_gets_the_same_answers(tmp_path, upstream, direct):
+    import asyncio
+
+    from qdrant_client import AsyncQdrantClient
+
+    blue, green = f"b_{uuid.uuid4().hex[:8]}", f"g_{uuid.uuid4().hex[:8]}"
+    fill(direct, blue, 0.0, 4)
+    fill(direct, green, 0.3, 3)
+    with Face(tmp_path, upstream, route_yaml("docs", blue, green, 100)) as face:
+        async def run():
+            client = AsyncQdrantClient(url=face.proxy.url, grpc_port=face.grpc_port, prefer_grpc=True,
+                                       check_compatibility=False, headers={"x-user-id": "u1"})
+            try:
+                return await asyncio.gather(client.query_points("docs", query=[1.0, 0.2, 0.1, 0.0], limit=3),
+                                            client.count("docs"), client.get_collection("docs"))
+            finally:
+                await client.close()
+
+        points, count, info = asyncio.run(run())
+        assert points == direct.query_points(green, query=[1.0, 0.2, 0.1, 0.0], limit=3)
+        assert count.count == 3
+        # Collection info is answered by blue (a read about the collection itself, as on REST).
+        assert info.points_count == direct.get_collection(blue).points_count == 4
