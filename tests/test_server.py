@@ -46,3 +46,22 @@ def test_embedded_upstream_serves_the_proxys_grpc_listener(tmp_path):
         over_grpc.close()
         over_rest.close()
     assert "gRPC 127.0.0.1:%d" % grpc_port in proxy.server.log()
+
+
+def test_a_grpc_port_in_use_is_a_failed_start_that_names_it(tmp_path):
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "bluegreen.yaml"
+        config.write_text(
+            f"listen: {{host: 127.0.0.1, port: {free_port()}}}\nadmin: {{host: 127.0.0.1, port: {free_port()}}}\n"
+            f"grpc: {{host: 127.0.0.1, port: {port}}}\nupstream: {{url: 'http://127.0.0.1:{free_port()}'}}\nroutes: {{}}\n"
+        )
+        run = subprocess.run([sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert f"grpc: cannot listen on 127.0.0.1:{port}" in run.stderr
