@@ -218,3 +218,20 @@ def test_the_guard_judges_grpc_reads(tmp_path, upstream, green, reason):
         assert face.proxy.admin_json()["routes"]["docs"]["reason"] == reason
         _, call = face.query(query_request("docs"), timeout=5, metadata=(("x-user-id", "u1"),))
         assert dict(call.initial_metadata())["x-bluegreen-color"] == "blue"  # the rollback moves gRPC reads at once
+
+
+def test_every_lookup_takes_its_own_routes_colour_for_the_same_key(tmp_path, upstream):
+    routes = route_yaml("docs", "docs_blue", "docs_green", 100) + route_yaml("other", "other_blue", "other_green", 0)
+    with Face(tmp_path, upstream, routes) as face:
+        request = qgrpc.QueryPointGroups(
+            collection_name="docs", group_by="g",
+            lookup_from=qgrpc.LookupLocation(collection_name="other"),
+            prefetch=[qgrpc.PrefetchQuery(prefetch=[qgrpc.PrefetchQuery(lookup_from=qgrpc.LookupLocation(collection_name="docs"))])],
+            with_lookup=qgrpc.WithLookup(collection="other"),
+        )
+        face.channel.unary_unary("/qdrant.Points/QueryGroups")(request.SerializeToString() + UNKNOWN_FIELD, timeout=5)
+        sent = qgrpc.QueryPointGroups.FromString(upstream.seen[-1].request)
+        assert sent.collection_name == "docs_green"
+        assert sent.lookup_from.collection_name == "other_blue" and sent.with_lookup.collection == "other_blue"
+        assert sent.prefetch[0].prefetch[0].lookup_from.collection_name == "docs_green"
+        assert upstream.seen[-1].request.endswith(UNKNOWN_FIELD)
