@@ -235,3 +235,19 @@ def test_every_lookup_takes_its_own_routes_colour_for_the_same_key(tmp_path, ups
         assert sent.lookup_from.collection_name == "other_blue" and sent.with_lookup.collection == "other_blue"
         assert sent.prefetch[0].prefetch[0].lookup_from.collection_name == "docs_green"
         assert upstream.seen[-1].request.endswith(UNKNOWN_FIELD)
+
+
+def test_a_scoped_key_reads_its_collections_only_lookups_included(tmp_path, upstream):
+    extra = "clients:\n  api_keys:\n    - {key: docs-reader, access: r, collections: [docs]}\n"
+    routes = route_yaml("docs", "docs_blue", "docs_green", 0) + route_yaml("other", "other_blue", "other_green", 0)
+    with Face(tmp_path, upstream, routes, extra_yaml=extra) as face:
+        key = (("api-key", "docs-reader"),)
+        face.query(query_request("docs"), timeout=5, metadata=key)
+        assert upstream.seen[-1].metadata.get("api-key") is None  # no upstream.api_key: no credential at all
+        before = len(upstream.seen)
+        for request in (query_request("other"), qgrpc.QueryPoints(
+                collection_name="docs", lookup_from=qgrpc.LookupLocation(collection_name="other")).SerializeToString()):
+            with pytest.raises(grpc.RpcError) as raised:
+                face.query(request, timeout=5, metadata=key)
+            assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED and "`other`" in raised.value.details()
+        assert len(upstream.seen) == before
