@@ -13,6 +13,7 @@ from routing.table import BLUE, GREEN
 
 UNROUTED = "_unrouted"  # the one route (and collection) label for traffic without a route
 NO_COLOUR = "none"
+REST, GRPC = "rest", "grpc"  # the `protocol` label: which face of the proxy a request came in on
 
 # Fine below 10 ms (to tell 1 ms from 5 ms), coarse above.
 LATENCY_BUCKETS = (
@@ -38,11 +39,11 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class RequestSeries:
-    """The metric children of one (route, colour, collection, operation): resolved once, reused."""
+    """The metric children of one (route, colour, collection, operation, protocol): resolved once, reused."""
 
     __slots__ = ("_duration", "_by_status", "_requests", "_labels", "_errors", "_error_family")
 
-    def __init__(self, metrics: "Metrics", labels: tuple[str, str, str, str]):
+    def __init__(self, metrics: "Metrics", labels: tuple[str, str, str, str, str]):
         self._labels = labels
         self._requests = metrics.requests
         self._error_family = metrics.upstream_errors
@@ -63,7 +64,7 @@ class RequestSeries:
     def upstream_error(self, kind: str) -> None:
         child = self._errors.get(kind)
         if child is None:
-            route, colour, collection, _ = self._labels
+            route, colour, collection = self._labels[:3]
             child = self._errors[kind] = self._error_family.labels(route, colour, collection, kind)
         child.inc()
 
@@ -74,12 +75,12 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "bluegreen_requests", "Requests answered, by route, colour, physical collection, operation and status class.",
-            ["route", "color", "collection", "operation", "status"], registry=r,
+            "bluegreen_requests", "Requests answered, by route, colour, physical collection, operation, protocol and status class.",
+            ["route", "color", "collection", "operation", "protocol", "status"], registry=r,
         )
         self.duration = Histogram(
             "bluegreen_request_duration_seconds", "Time from request received to response sent, upstream included.",
-            ["route", "color", "collection", "operation"], buckets=LATENCY_BUCKETS, registry=r,
+            ["route", "color", "collection", "operation", "protocol"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.upstream_errors = Counter(
             "bluegreen_upstream_errors", "Upstream failures: timeout, connect (refused/reset/no response), 5xx, too_large or overloaded (shed, 503).",
@@ -186,8 +187,8 @@ class Metrics:
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(route, colour, collection, kind)
 
-    def series(self, route: str, colour: str, collection: str, operation: str) -> RequestSeries:
-        key = (route, colour, collection, operation)
+    def series(self, route: str, colour: str, collection: str, operation: str, protocol: str = REST) -> RequestSeries:
+        key = (route, colour, collection, operation, protocol)
         found = self._series.get(key)
         if found is None:
             found = self._series[key] = RequestSeries(self, key)

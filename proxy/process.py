@@ -34,6 +34,8 @@ class EmbeddedUpstream:
         self.data_dir = data_dir
         self.port = port or free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_loopback_port()  # its gRPC face, for the proxy's gRPC listener
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> None:
@@ -44,7 +46,8 @@ class EmbeddedUpstream:
         except OSError as exc:
             raise EmbeddedUpstreamError(f"upstream.data_dir {self.data_dir}: {exc.strerror or exc}") from None
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bluegreen_dev.embedded", "--data", self.data_dir, "--host", "127.0.0.1", "--port", str(self.port)]
+            [sys.executable, "-m", "bluegreen_dev.embedded", "--data", self.data_dir, "--host", "127.0.0.1", "--port", str(self.port),
+             "--grpc-port", str(self.grpc_port)]
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -14,6 +14,7 @@ import uvicorn
 
 from proxy.control.admin import build_admin_app
 from proxy.dataplane.app import ProxyApp
+from proxy.dataplane.grpc_face import GrpcFace
 from proxy.embedding.embedders import EmbedderSet
 from proxy.dataplane.inference import TextInference
 from proxy.metrics import Metrics
@@ -105,14 +106,15 @@ async def serve(
 
     embedded = None
     upstream_url = config.upstream.url
+    grpc_target = None if config.upstream.is_embedded else config.upstream.grpc_target
     if config.upstream.is_embedded:
         embedded = EmbeddedUpstream(config.upstream.data_dir, config.upstream.embedded_port)
         await asyncio.to_thread(embedded.start)
-        upstream_url = embedded.url
+        upstream_url, grpc_target = embedded.url, embedded.grpc_target
         log.info("embedded upstream (development only) serving %s on %s", config.upstream.data_dir, upstream_url)
 
     try:
-        return await _serve(config, content_hash, config_path, upstream_url, listen, admin, import_state)
+        return await _serve(config, content_hash, config_path, upstream_url, grpc_target, listen, admin, import_state)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -120,8 +122,8 @@ async def serve(
 
 # Long, 7 parameters: the wiring itself, start to shutdown in order; each step is a call to its owner.
 async def _serve(
-    config: Config, content_hash: str, config_path: str, upstream_url: str, listen: Address, admin: Address,
-    import_state: str | None,
+    config: Config, content_hash: str, config_path: str, upstream_url: str, grpc_target: str, listen: Address,
+    admin: Address, import_state: str | None,
 ) -> int:
     # Absolute but not resolved: a Kubernetes ConfigMap's path goes through symlinks that are swapped.
     live = LiveConfig.initial(config, content_hash, os.path.abspath(config_path))
@@ -183,6 +185,10 @@ async def _serve(
         loop.add_signal_handler(sig, shut_down)
     loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
 
+    grpc_face = None
+    if config.grpc is not None:  # Qdrant's gRPC API, on this loop and this live snapshot
+        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc.host, config.grpc.port)
+
     watcher = asyncio.create_task(reloader.watch(stop))
     safety_clock = asyncio.create_task(safety.run(stop))
     log.info(
@@ -190,6 +196,13 @@ async def _serve(
         listen.host, listen.port, upstream_url, admin.host, admin.port, config_path,
     )
     try:
+        if grpc_face is not None:
+            try:
+                await grpc_face.start()
+            except RuntimeError as exc:  # grpc could not bind the port: a failed start, as for REST
+                log.error("grpc: cannot listen on %s:%d: %s", config.grpc.host, config.grpc.port, exc)
+                return 1
+            log.info("bluegreen-proxy: gRPC %s:%d -> %s", config.grpc.host, grpc_face.port, grpc_target)
         await asyncio.gather(serve_data(), serve_admin())
     finally:
         shutting_down.set()
@@ -199,6 +212,8 @@ async def _serve(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if grpc_face is not None:
+            await grpc_face.stop(live.snapshot.config.shutdown_grace_period)
         await safety.flush()
         await data_app.shadow.close()
         await upstream.close()

@@ -11,6 +11,7 @@ import os
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -29,6 +30,7 @@ from pydantic import (
 
 ADMIN_DEFAULT_PORT = 9901
 DATA_DEFAULT_PORT = 6333
+GRPC_DEFAULT_PORT = 6334  # Qdrant's own gRPC port: a prefer_grpc client finds the proxy where it looks
 
 
 class ConfigError(ValueError):
@@ -67,6 +69,13 @@ class Listen(_Strict):
     port: int = Field(DATA_DEFAULT_PORT, ge=0, le=65535)
 
 
+class Grpc(_Strict):
+    """The gRPC listener (Qdrant's gRPC API); read at start-up."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(GRPC_DEFAULT_PORT, ge=0, le=65535)
+
+
 class Admin(_Strict):
     host: str = "127.0.0.1"  # localhost by default: the admin port can roll a route back
     port: int = Field(ADMIN_DEFAULT_PORT, ge=0, le=65535)
@@ -90,6 +99,8 @@ class Upstream(_Strict):
     max_queue: int = Field(512, ge=0)
     # An answer larger than this is refused with a 502: it is held in memory whole.
     max_response_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    # The upstream's gRPC address (`host:port`, or `http://host:port`); default: the host of `url` on 6334.
+    grpc_url: str | None = None
     data_dir: str | None = None  # with url: embedded
     embedded_port: int | None = Field(None, ge=0, le=65535)  # with url: embedded; default: a free port
 
@@ -106,6 +117,23 @@ class Upstream(_Strict):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be `embedded` or an http(s):// URL")
         return value.rstrip("/")
+
+    @field_validator("grpc_url")
+    @classmethod
+    def _grpc_url_shape(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.match(r"^(https?://)?[^/\s:]+:[0-9]+/?$", value):
+            raise ValueError("must be `host:port` or `http://host:port`")
+        return value.rstrip("/")
+
+    @property
+    def grpc_target(self) -> str:
+        """The upstream's gRPC address as a channel target, `host:port` (not for `url: embedded`)."""
+        if self.grpc_url is not None:
+            return self.grpc_url.split("://", 1)[-1]
+        host = urlsplit(self.url).hostname or "127.0.0.1"
+        return f"[{host}]:{GRPC_DEFAULT_PORT}" if ":" in host else f"{host}:{GRPC_DEFAULT_PORT}"
 
     @model_validator(mode="after")
     def _embedded_needs_data_dir(self) -> "Upstream":
@@ -452,6 +480,7 @@ class Route(_Strict):
 class Config(_Strict):
     listen: Listen = Field(default_factory=Listen)
     admin: Admin = Field(default_factory=Admin)
+    grpc: Grpc | None = None  # none: no gRPC listener
     upstream: Upstream = Field(default_factory=Upstream)
     limits: Limits = Field(default_factory=Limits)
     reload: Reload = Field(default_factory=Reload)

@@ -53,3 +53,13 @@ def test_anchor_without_alias_is_harmless_and_accepted():
 def test_size_limit():
     big = "routes: {}\n" + "#" * MAX_CONFIG_BYTES
     assert "larger than 1024 KiB" in error_of(big)
+
+
+def test_grpc_keys_name_their_field():
+    assert error_of("upstream: {grpc_url: 'qdrant'}\n").startswith("upstream.grpc_url: must be `host:port`")
+    assert error_of("grpc: {port: 70000}\n") == "grpc.port: must be <= 65535"
+    assert error_of("grpc: {hots: x}\n").startswith("grpc.hots")
+    config = parse_config("grpc: {}\nupstream: {url: 'http://qdrant:6333'}\n", environ={})
+    assert (config.grpc.host, config.grpc.port, config.upstream.grpc_target) == ("127.0.0.1", 6334, "qdrant:6334")
+    assert parse_config("upstream: {grpc_url: 'http://q:7334'}\n", environ={}).upstream.grpc_target == "q:7334"
+    assert parse_config("routes: {}\n", environ={}).grpc is None  # no block, no gRPC listener

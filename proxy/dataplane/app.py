@@ -181,7 +181,7 @@ class ProxyApp:
             outcome = await self._routed(request, colour)
             await _send_outcome(send, outcome, colour_headers(colour, route.collection(colour)), request)
         else:
-            await respond_error(send, 400, _refusal(route, request.operation), started, request.origin)
+            await respond_error(send, 400, logical_refusal(route, request.operation), started, request.origin)
 
     async def _cors_preflight(self, request: Request, send: Send) -> None:
         """OPTIONS: answered by the upstream (blue for a routed collection), its answer unchanged. A
@@ -329,7 +329,7 @@ def _succeeded(outcome: UpstreamResponse | UpstreamFailure) -> bool:
     return isinstance(outcome, UpstreamResponse) and outcome.status < 300
 
 
-def _refusal(route: CompiledRoute, operation: str) -> str:
+def logical_refusal(route: CompiledRoute, operation: str) -> str:
     return (
         f"Wrong input: `{route.name}` is a logical collection routed by bluegreen-proxy "
         f"(blue: `{route.blue}`, green: `{route.green}`); `{operation}` on it is refused. "

@@ -37,7 +37,7 @@ log = logging.getLogger("bluegreen.grpc")
 Metadata = Sequence[tuple[str, str | bytes]]
 
 # Keys grpc itself manages; never copied from a caller (the deadline travels as the call's timeout).
-_RESERVED = frozenset({"grpc-timeout", "te", "content-type", "user-agent", "grpc-accept-encoding", "grpc-encoding"})
+RESERVED_METADATA = frozenset({"grpc-timeout", "te", "content-type", "user-agent", "grpc-accept-encoding", "grpc-encoding"})
 
 # The channel to the upstream: retries off (a forwarded call must not be repeated behind the client's
 # back: the client decides), no proxy from the environment, and large messages allowed as Qdrant does.
@@ -89,7 +89,7 @@ class GrpcForwarder:
         self.methods = tuple(methods)
         self.host = host
         self.port = port
-        self.forward_metadata = frozenset(key.lower() for key in forward_metadata) - _RESERVED
+        self.forward_metadata = frozenset(key.lower() for key in forward_metadata) - RESERVED_METADATA
         self._channel_count = channels
         self._channel_options = tuple(channel_options)
         self._server_options = tuple(server_options)
@@ -136,11 +136,16 @@ class GrpcForwarder:
         except aio.AioRpcError as error:
             raise GrpcCallError(error.code(), error.details() or "", error.trailing_metadata() or ()) from None
 
-    async def _serve(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
+    async def serve_call(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
+        """One call as received: the `forward_metadata` keys and the deadline handed to `handle`. A face
+        that reads all of the call (its metadata, its initial metadata to send) overrides this instead."""
         wanted = self.forward_metadata
         metadata = tuple((key, value) for key, value in context.invocation_metadata() if key in wanted)
+        return await self.handle(method, request, metadata, context.time_remaining())
+
+    async def _serve(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
         try:
-            return await self.handle(method, request, metadata, context.time_remaining())
+            return await self.serve_call(method, request, context)
         except GrpcCallError as error:
             if error.trailing_metadata:
                 context.set_trailing_metadata(_passable(error.trailing_metadata))

@@ -1,0 +1,377 @@
+"""The gRPC face: Qdrant's gRPC API at the proxy, decided exactly as the REST data path decides.
+
+Per call, on the snapshot read once at its start: clients authenticated from the `api-key` /
+`authorization` metadata (routing.clients), the method's REST twin (routing.grpc_methods) says read /
+write / info / refused, and a call on a routed logical collection goes to the colour REST would pick
+for the same key (its metadata), every collection name in the request mapped to that colour's physical
+one. A call that needs no rewriting goes upstream as the client's own bytes; a rewritten one keeps the
+fields this schema does not know (protobuf carries them through). The upstream's answer, status and
+message come back as sent, with `x-bluegreen-color` / `x-bluegreen-collection` as initial metadata.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
+from grpc import aio
+
+from proxy.dataplane.app import FAILOVER_SHARE, logical_refusal
+from proxy.dataplane.grpc_transport import RESERVED_METADATA, GrpcCallError, GrpcForwarder
+from proxy.dataplane.live import LiveConfig, Snapshot
+from proxy.dataplane.request import Observer
+from proxy.grpc_schema import METHODS
+from proxy.metrics import GRPC, NO_COLOUR, UNROUTED, Metrics
+from routing.aliases import alias_refusal
+from routing.clients import Grant, Unauthenticated
+from routing.config import Upstream
+from routing.grpc_methods import ALIASES_METHOD, GRPC_METHODS, LOOKUP_FIELDS, GrpcMethod
+from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind
+from routing.reserved import reserved_message
+from routing.table import BLUE, GREEN, CompiledRoute
+
+Code = grpc.StatusCode
+COLOUR_KEY = "x-bluegreen-color"
+COLLECTION_KEY = "x-bluegreen-collection"
+_CREDENTIALS = frozenset({"api-key", "authorization"})
+# The upstream's statuses that count against a colour (the guard's failures) and make a green read fail over.
+FAILURE_CODES = frozenset({Code.UNAVAILABLE, Code.INTERNAL, Code.DEADLINE_EXCEEDED})
+# gRPC status -> the HTTP status its REST twin answers: one `status` label for both protocols' metrics.
+_HTTP_STATUS = {
+    Code.OK: 200, Code.INVALID_ARGUMENT: 400, Code.FAILED_PRECONDITION: 400, Code.OUT_OF_RANGE: 400,
+    Code.UNAUTHENTICATED: 401, Code.PERMISSION_DENIED: 403, Code.NOT_FOUND: 404, Code.ALREADY_EXISTS: 409,
+    Code.ABORTED: 409, Code.RESOURCE_EXHAUSTED: 503, Code.CANCELLED: 499, Code.UNIMPLEMENTED: 501,
+    Code.UNAVAILABLE: 503, Code.DEADLINE_EXCEEDED: 504,
+}
+_UPSTREAM_ERROR_KIND = {Code.UNAVAILABLE: "connect", Code.DEADLINE_EXCEEDED: "timeout", Code.INTERNAL: "5xx"}
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcOutcome:
+    """What the guard (the Observer) sees of a gRPC answer: its REST twin's status and, for a search-type
+    read on a guarded route, whether it held points, told the way the REST answer would (b"": not judged)."""
+
+    status: int
+    body: bytes = b""
+
+    def header(self, name: bytes) -> bytes | None:
+        return None
+
+
+_ANSWERED = GrpcOutcome(200)
+_EMPTY, _FOUND = GrpcOutcome(200, b'{"result":[]}'), GrpcOutcome(200, b'{"result":[{}]}')
+_EMPTY_BATCH, _FOUND_BATCH = GrpcOutcome(200, b'{"result":[[]]}'), GrpcOutcome(200, b'{"result":[[{}]]}')
+
+
+def search_outcome(method: GrpcMethod, answer: bytes) -> GrpcOutcome:
+    """A search-type answer as the guard's empty-result rule reads it: points or none (a batch: none in
+    every result), from the protobuf answer."""
+    try:
+        result = METHODS[method.path].response.FromString(answer).result
+    except DecodeError:
+        return _ANSWERED
+    if method.batch is not None:
+        if not result:
+            return _ANSWERED
+        return _EMPTY_BATCH if all(len(item.result) == 0 for item in result) else _FOUND_BATCH
+    points = result.groups if hasattr(result, "groups") else result
+    return _EMPTY if len(points) == 0 else _FOUND
+
+
+@dataclass(slots=True)
+class Call:
+    """One gRPC call as it flows through the face: read once, carried through every step."""
+
+    method: GrpcMethod
+    request: bytes
+    client: dict[bytes, bytes]  # metadata by lower-case key as bytes, the first value of each (as REST headers)
+    metadata: list[tuple[str, str | bytes]]  # what goes upstream
+    snapshot: Snapshot
+    started: float
+    deadline: float  # on time.monotonic(): upstream.timeout or the client's deadline, whichever is first
+    context: aio.ServicerContext
+    route: CompiledRoute | None = None
+    lookup_colours: dict[str, str] | None = None
+
+
+class GrpcFace(GrpcForwarder):
+    """The proxy's gRPC listener: `await start()` / `await stop()` on the loop that serves REST."""
+
+    def __init__(
+        self, live: LiveConfig, metrics: Metrics, observer: Observer, settings: Upstream, upstream: str, host: str, port: int,
+    ):
+        limits = live.snapshot.config.limits
+        server_options = (
+            ("grpc.max_receive_message_length", limits.max_body_bytes),  # read at start-up, as the REST listener's
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        )
+        super().__init__(upstream, METHODS, host=host, port=port, server_options=server_options)
+        self.live = live
+        self.metrics = metrics
+        self.observer = observer
+        self.settings = settings
+        self.in_flight = 0
+
+    async def serve_call(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
+        started = time.perf_counter()
+        snapshot = self.live.snapshot  # the one read: config, table and effective split together
+        limits = snapshot.config.limits
+        if self.in_flight >= limits.max_concurrency:
+            series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, UNROUTED_OPERATION, GRPC)
+            series.upstream_error("overloaded")
+            series.observe(503, time.perf_counter() - started)
+            message = f"Service overloaded: {limits.max_concurrency} requests in progress (limits.max_concurrency)"
+            raise GrpcCallError(Code.RESOURCE_EXHAUSTED, message)
+        self.in_flight += 1
+        try:
+            return await self._dispatch(self._call(method, request, context, snapshot, started))
+        finally:
+            self.in_flight -= 1
+
+    def _call(self, method: str, request: bytes, context: aio.ServicerContext, snapshot: Snapshot, started: float) -> Call:
+        received = context.invocation_metadata() or ()
+        client: dict[bytes, bytes] = {}
+        metadata = []
+        for key, value in received:
+            raw = value if isinstance(value, bytes) else value.encode()
+            if key in _CREDENTIALS and key.encode() in client:
+                raise GrpcCallError(Code.INVALID_ARGUMENT, f"Wrong input: the `{key}` metadata is sent more than once; send it once")
+            client.setdefault(key.encode(), raw)
+            if key not in RESERVED_METADATA and not key.startswith("grpc-"):
+                metadata.append((key, value))
+        budget = self.settings.timeout
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget = min(budget, remaining)
+        return Call(GRPC_METHODS[method], request, client, metadata, snapshot, started, time.monotonic() + budget, context)
+
+    # ------------------------------------------------------------ decisions
+
+    async def _dispatch(self, call: Call) -> bytes:
+        spec, snapshot = call.method, call.snapshot
+        grant = self._authenticate(call) if snapshot.clients is not None else None
+        table = snapshot.table
+        if not spec.about_collection:
+            self._authorize(call, grant, None, [])
+            if spec.path == ALIASES_METHOD and (table.routes or table.reserved is not None):
+                self._screen_aliases(call)
+            return await self._unrouted(call, call.request)
+        if not table.routes and table.reserved is None and grant is None:
+            return await self._unrouted(call, call.request)  # nothing to decide: the bytes as sent
+        message = _parse(spec, call.request)
+        name = message.collection_name
+        route = call.route = table.routes.get(name)
+        inner = _inner_requests(message, spec)
+        lookups = list(_lookups(message)) if spec.kind is Kind.READ else []
+        if any(request.collection_name != name for request in inner):
+            different = next(request.collection_name for request in inner if request.collection_name != name)
+            if route is not None or different in table.routes or table.reserved in (name, different):
+                raise GrpcCallError(
+                    Code.INVALID_ARGUMENT,
+                    f"Wrong input: `{spec.batch}` names `{different}`, the batch `{name}`: every request of a batch "
+                    "names the batch's own collection",
+                )
+        reserved = table.reserved
+        if reserved is not None and (name == reserved or any(getattr(m, f) == reserved for m, f in lookups)):
+            raise GrpcCallError(Code.PERMISSION_DENIED, reserved_message(reserved))
+        self._authorize(call, grant, name, [getattr(m, f) for m, f in lookups])
+        if route is None:
+            return await self._unrouted(call, call.request)
+        kind = spec.kind
+        if kind is Kind.READ:
+            forced = route.forced_colour(call.client)
+            colour = forced or route.split_colour(snapshot.threshold(route), call.client, call.request)
+            return await self._read(call, message, inner, lookups, colour, forced is not None)
+        if kind is Kind.WRITE:
+            policy = route.settings.writes
+            if policy == "both":
+                return await self._write_both(call, message, inner)
+            return await self._answer(call, policy, self._rewritten(call, message, inner, lookups, policy))
+        if kind is Kind.INFO:
+            colour = route.forced_colour(call.client) or BLUE
+            return await self._answer(call, colour, self._rewritten(call, message, inner, lookups, colour))
+        raise GrpcCallError(Code.INVALID_ARGUMENT, logical_refusal(route, spec.operation))
+
+    def _authenticate(self, call: Call) -> Grant | None:
+        """With `clients`: who sends the call (UNAUTHENTICATED when no one the proxy knows); the client's
+        credential never goes upstream, the proxy's own key does. Qdrant's health check needs none."""
+        call.metadata = [(key, value) for key, value in call.metadata if key not in _CREDENTIALS]
+        if call.method.probe:
+            return None
+        grant = call.snapshot.clients.authenticate(call.client.get(b"api-key"), call.client.get(b"authorization"), time.time())
+        if isinstance(grant, Unauthenticated):
+            raise GrpcCallError(Code.UNAUTHENTICATED, grant.message)
+        if self.settings.api_key:
+            call.metadata.append(("api-key", self.settings.api_key))
+        return grant
+
+    def _authorize(self, call: Call, grant: Grant | None, collection: str | None, lookups: list[str]) -> None:
+        if grant is None:
+            return
+        spec = call.method
+        if collection is None:
+            what = f"{spec.rest_method} {spec.rest_path.decode()}"
+        else:
+            what = spec.operation
+            if call.route is not None:
+                collection = call.route.name
+        message = grant.refusal(collection, spec.write, what)
+        if message is None and grant.scoped and spec.kind is Kind.READ:
+            for name in lookups:  # a lookup reads another collection: in scope too, as Qdrant would check it
+                message = message or grant.refusal(name, False, what)
+        if message is not None:
+            raise GrpcCallError(Code.PERMISSION_DENIED, message)
+
+    def _screen_aliases(self, call: Call) -> None:
+        """An alias change naming a logical collection (INVALID_ARGUMENT) or the reserved one (PERMISSION_DENIED)."""
+        message = _parse(call.method, call.request)
+        document = {"actions": [{action.WhichOneof("action"): _fields(getattr(action, action.WhichOneof("action")))}
+                                for action in message.actions if action.WhichOneof("action")]}
+        table = call.snapshot.table
+        refusal = alias_refusal(document, table.routes)
+        if refusal is not None:
+            raise GrpcCallError(Code.INVALID_ARGUMENT, refusal)
+        names = {name for action in document["actions"] for change in action.values() for name in change.values()}
+        if table.reserved is not None and table.reserved in names:
+            raise GrpcCallError(Code.PERMISSION_DENIED, reserved_message(table.reserved))
+
+    def _lookup_colour(self, call: Call, other: CompiledRoute, colour: str) -> str:
+        """A second route named in the call: its own decision for the same key, once per call (as REST)."""
+        if other is call.route:
+            return colour
+        colours = call.lookup_colours
+        if colours is None:
+            colours = call.lookup_colours = {}
+        decided = colours.get(other.name)
+        if decided is None:
+            decided = colours[other.name] = other.forced_colour(call.client) or other.split_colour(
+                call.snapshot.threshold(other), call.client, call.request
+            )
+        return decided
+
+    def _rewritten(self, call: Call, message: Message, inner: list[Message], lookups: list[tuple[Message, str]], colour: str) -> bytes:
+        """The request with every collection name as `colour`'s physical one (lookups naming other routes:
+        theirs); fields this schema does not know are kept."""
+        physical = call.route.collection(colour)
+        message.collection_name = physical
+        for request in inner:
+            request.collection_name = physical
+        routes = call.snapshot.table.routes
+        for holder, field in lookups:
+            other = routes.get(getattr(holder, field)) if getattr(holder, field) != physical else None
+            if other is not None:
+                setattr(holder, field, other.collection(self._lookup_colour(call, other, colour)))
+        return message.SerializeToString()
+
+    # ------------------------------------------------------------ sending
+
+    async def _read(self, call: Call, message: Message, inner, lookups, colour: str, forced: bool) -> bytes:
+        route = call.route
+        original = [(holder, field, getattr(holder, field)) for holder, field in lookups]
+        outcome = await self._routed(call, colour, self._rewritten(call, message, inner, lookups, colour))
+        if (
+            colour == GREEN and not forced and route.settings.failover and isinstance(outcome, GrpcCallError)
+            and outcome.code in FAILURE_CODES
+            and call.deadline - time.monotonic() >= self.settings.timeout * FAILOVER_SHARE
+        ):
+            # The client never sees a green failure it can be spared: answer from blue (as REST does).
+            self.metrics.failovers.labels(route.name).inc()
+            for holder, field, name in original:
+                setattr(holder, field, name)
+            colour = BLUE
+            outcome = await self._routed(call, BLUE, self._rewritten(call, message, inner, lookups, BLUE), since=time.perf_counter())
+        return await self._reply(call, colour, route.collection(colour), outcome)
+
+    async def _answer(self, call: Call, colour: str, request: bytes) -> bytes:
+        outcome = await self._routed(call, colour, request)
+        return await self._reply(call, colour, call.route.collection(colour), outcome)
+
+    async def _write_both(self, call: Call, message: Message, inner: list[Message]) -> bytes:
+        """Sent to both at once; acknowledged only when both succeed, else the failing side's status."""
+        route = call.route
+        blue_request = self._rewritten(call, message, inner, [], BLUE)
+        green_request = self._rewritten(call, message, inner, [], GREEN)
+        blue, green = await asyncio.gather(self._routed(call, BLUE, blue_request), self._routed(call, GREEN, green_request))
+        if isinstance(blue, GrpcCallError):
+            return await self._reply(call, BLUE, route.blue, blue)
+        if isinstance(green, GrpcCallError):
+            return await self._reply(call, GREEN, route.green, green)
+        return await self._reply(call, "both", f"{route.blue},{route.green}", blue)
+
+    async def _reply(self, call: Call, colour: str, collection: str, outcome: bytes | GrpcCallError) -> bytes:
+        await call.context.send_initial_metadata(((COLOUR_KEY, colour), (COLLECTION_KEY, collection)))
+        if isinstance(outcome, GrpcCallError):
+            raise outcome
+        return outcome
+
+    async def _routed(self, call: Call, colour: str, request: bytes, since: float | None = None) -> bytes | GrpcCallError:
+        route = call.route
+        series = self.metrics.series(route.name, colour, route.collection(colour), call.method.operation, GRPC)
+        started = call.started if since is None else since
+        outcome = await self._exchange(call, request, series, started)
+        seconds = time.perf_counter() - started
+        if isinstance(outcome, GrpcCallError):
+            seen = None if outcome.code in FAILURE_CODES else GrpcOutcome(_HTTP_STATUS.get(outcome.code, 500))
+        elif route.settings.guard is not None and call.method.operation in SEARCH_OPERATIONS:
+            seen = search_outcome(call.method, outcome)
+        else:
+            seen = _ANSWERED
+        self.observer.observe(route.name, colour, call.method.operation, seen, seconds)
+        return outcome
+
+    async def _unrouted(self, call: Call, request: bytes) -> bytes:
+        series = self.metrics.series(UNROUTED, NO_COLOUR, UNROUTED, call.method.operation, GRPC)
+        outcome = await self._exchange(call, request, series, call.started)
+        if isinstance(outcome, GrpcCallError):
+            raise outcome
+        return outcome
+
+    async def _exchange(self, call: Call, request: bytes, series, started: float) -> bytes | GrpcCallError:
+        remaining = call.deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise GrpcCallError(Code.DEADLINE_EXCEEDED, "Deadline exceeded: no time left for the upstream call")
+            answer = await self.forward(call.method.path, request, call.metadata, remaining)
+        except GrpcCallError as error:
+            kind = _UPSTREAM_ERROR_KIND.get(error.code)
+            if kind is not None:
+                series.upstream_error(kind)
+            series.observe(_HTTP_STATUS.get(error.code, 500), time.perf_counter() - started)
+            return error
+        series.observe(200, time.perf_counter() - started)
+        return answer
+
+
+def _parse(spec: GrpcMethod, request: bytes) -> Message:
+    try:
+        return METHODS[spec.path].request.FromString(request)
+    except DecodeError as exc:
+        raise GrpcCallError(Code.INVALID_ARGUMENT, f"Wrong input: the request is not a valid {spec.path} message: {exc}") from None
+
+
+def _inner_requests(message: Message, spec: GrpcMethod) -> list[Message]:
+    return list(getattr(message, spec.batch)) if spec.batch is not None else []
+
+
+def _lookups(message: Message) -> Iterator[tuple[Message, str]]:
+    """Every (message, field) in the request that names a second collection: `lookup_from` (prefetches
+    and batch requests included) and `with_lookup`."""
+    for field, value in message.ListFields():
+        if field.type != FieldDescriptor.TYPE_MESSAGE or field.message_type.GetOptions().map_entry:
+            continue
+        for child in (value if field.is_repeated else (value,)):
+            name = LOOKUP_FIELDS.get(child.DESCRIPTOR.name)
+            if name is not None:
+                yield child, name
+            else:
+                yield from _lookups(child)
+
+
+def _fields(change: Message) -> dict:
+    return {field.name: value for field, value in change.ListFields() if isinstance(value, str)}
+
