@@ -345,7 +345,7 @@ def openai_proxy(service, embedded_upstream, tmp_path_factory):
         "  svc:\n"
         f"    type: openai\n    url: {service}/v1\n    model: acme/embed-32\n    api_key: ${{TEST_EMBEDDINGS_KEY:-sk-test}}\n"
         "    dimensions: 32\n    query_prefix: 'query: '\n    document_prefix: 'passage: '\n"
-        "    extra: {task: retrieval}\n    timeout: 500ms\n    batch_size: 4\n"
+        "    extra: {task: retrieval}\n    timeout: 3s\n    batch_size: 4\n"
         f"  down: {{type: openai, url: 'http://user:secret@127.0.0.1:{free_port()}/v1', model: m, dimensions: 32}}\n"
     )
     routes = (
@@ -396,7 +396,8 @@ def test_openai_embedder_request_shape_batches_prefixes_and_dimensions(openai_pr
 FAILURES = [
     ({"mode": "status", "status": 500}, 502, "answered HTTP 500", "status"),
     ({"mode": "status", "status": 401, "quote_key": True}, 502, "key refused: ***", "status"),
-    ({"mode": "slow", "delay": 2.0}, 504, "timed out after 0.5s", "timeout"),
+    # 3 s: a healthy answer from the service must not time out on a loaded machine; the slow one never comes in time
+    ({"mode": "slow", "delay": 6.0}, 504, "timed out after 3s", "timeout"),
     ({"mode": "wrong_dims"}, 502, "answered a 33-dimensional vector, expected 32", "dimensions"),
     ({"mode": "garbage"}, 502, "answered something other than OpenAI's embeddings shape", "response"),
 ]
