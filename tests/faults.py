@@ -4,7 +4,8 @@ Every request is forwarded to `--target` unchanged (method, path, query, headers
 headers dropped), except requests under `/collections/{name}` for a physical collection with an active
 fault. Those can be delayed (`delay_ms`), answered with an error status in Qdrant's envelope (`status`,
 a 5xx), dropped with no response at all (`drop`), or forwarded and have a successful search-type
-result rewritten to an empty one (`empty`); each for a share of the requests (`ratio`, default 1) and
+result rewritten to an empty one (`empty`); each for a share of the requests (`ratio`, default 1; spread
+evenly rather than drawn at random, so that every run sees the same: at 0.33, about one request in three) and
 optionally only for some operations (`operations`, names as `routing.operations.classify` gives them).
 `hold` keeps a request waiting, then forwarded, until its collection's fault is cleared: a test that
 must know a request is still upstream reads `GET /__held` rather than trusting a delay.
@@ -24,7 +25,6 @@ import argparse
 import asyncio
 import gzip
 import json
-import random
 import sys
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -90,6 +90,7 @@ class FaultProxy:
         self.faults: dict[str, Fault] = {}
         self.releases: dict[str, asyncio.Event] = {}  # collection -> set when its held requests may go
         self.held: dict[str, int] = {}
+        self.shares: dict[str, float] = {}  # collection -> the fault's share owed so far (even spreading)
         self.session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
@@ -128,6 +129,7 @@ class FaultProxy:
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         self.faults[request.match_info["collection"]] = fault
+        self.shares.pop(request.match_info["collection"], None)
         return web.json_response(asdict(fault))
 
     async def clear_fault(self, request: web.Request) -> web.Response:
@@ -144,14 +146,14 @@ class FaultProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         located = split_collection_path(request.rel_url.raw_path.encode())
-        fault = self.faults.get(unquote(located[0].decode())) if located else None
+        name = unquote(located[0].decode()) if located else None
+        fault = self.faults.get(name) if located else None
         operation = classify(request.method, located[1])[0] if located else None
-        if fault is None or (fault.operations and operation not in fault.operations) or random.random() >= fault.ratio:
+        if fault is None or (fault.operations and operation not in fault.operations) or not self._due(name, fault.ratio):
             return await self.forward(request, body)
         if fault.delay_ms:
             await asyncio.sleep(fault.delay_ms / 1000)
         if fault.hold:
-            name = unquote(located[0].decode())
             self.held[name] = self.held.get(name, 0) + 1
             try:
                 await self.releases.setdefault(name, asyncio.Event()).wait()
@@ -169,6 +171,13 @@ class FaultProxy:
                 response.headers["Content-Encoding"] = "gzip"
             return response
         return await self.forward(request, body)
+
+    def _due(self, collection: str, ratio: float) -> bool:
+        """Whether this request gets the fault: `ratio` of them, evenly spread."""
+        owed = self.shares.get(collection, 0.0) + ratio
+        due = owed >= 1.0 - 1e-9
+        self.shares[collection] = owed - 1.0 if due else owed
+        return due
 
     async def forward(self, request: web.Request, body: bytes, identity: bool = False) -> web.Response:
         headers = [(name, value) for name, value in request.headers.items() if name.lower() not in _HOP_BY_HOP]
