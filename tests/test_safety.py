@@ -23,6 +23,8 @@ from tests.faults import clear_faults, set_fault
 from tests.support import ADMIN_TOKEN, RunningProxy, metric_value, qdrant_client, route_yaml, wait_until
 from tests.test_proxy import DIM, POINTS, make_collections
 
+pytestmark = pytest.mark.slow  # guard windows and holds judged over real seconds, several per test
+
 TOKEN = ADMIN_TOKEN
 FAST_GUARD = (
     "{interval: 200ms, window: 2s, min_requests: 20, error_for: 600ms, latency_for: 600ms, "
