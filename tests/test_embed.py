@@ -197,6 +197,7 @@ def test_raw_vectors_are_pinned_to_the_colour_their_length_fits(local):
     client.close()
 
 
+@pytest.mark.slow  # 160 texts through MiniLM
 def test_a_raw_vector_request_answers_while_a_batch_of_texts_embeds(local):
     """MiniLM runs in a worker thread: a raw-vector query is not held up behind a big text upsert."""
     proxy, names, direct = local

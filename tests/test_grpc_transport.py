@@ -280,6 +280,7 @@ def test_inline_io_chosen_before_grpc_loads_and_an_operators_choice_kept():
     assert _grpc_experiments_in_child("import grpc, proxy.dataplane.grpc_transport", {}) is None
 
 
+@pytest.mark.slow  # this module again, in a child pytest
 @pytest.mark.skipif(os.environ.get("GRPC_EXPERIMENTS") == INLINE_IO, reason="this run is the inline-I/O one")
 def test_the_same_behaviour_under_inline_io():
     """In a test session grpc is loaded before the transport, so the tests above ran with grpc's

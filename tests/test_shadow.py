@@ -204,6 +204,7 @@ def test_a_slow_shadow_leaves_the_clients_latency_unchanged(collections, faulty_
     assert metric_value(text, "bluegreen_shadow_latency_ratio_bucket", route=logical, le="10.0") == 0
 
 
+@pytest.mark.slow  # shadows held 1.5 s
 def test_max_inflight_drops_and_counts(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, delay_ms=1500)
@@ -220,6 +221,7 @@ def test_max_inflight_drops_and_counts(collections, faulty_upstream, proxies):
 # ---------------------------------------------------------------- the guard
 
 
+@pytest.mark.slow  # guard windows over real seconds
 @pytest.mark.parametrize("action", ["rollback", "alert"])
 def test_guard_trips_on_min_overlap(collections, proxies, action):
     logical, blue, green = collections
@@ -249,6 +251,7 @@ def test_guard_trips_on_min_overlap(collections, proxies, action):
     assert figures["min_overlap"] == 0.9
 
 
+@pytest.mark.slow  # guard windows over real seconds
 def test_searches_matching_nothing_on_both_colours_do_not_trip_the_empty_rule_when_shadowed(collections, proxies):
     """A client picks keys that land on green and sends searches whose filter matches nothing."""
     logical, blue, green = collections
@@ -273,6 +276,7 @@ def test_searches_matching_nothing_on_both_colours_do_not_trip_the_empty_rule_wh
     assert shadow_results(shadowed, logical)["compared"] >= 200
 
 
+@pytest.mark.slow  # guard windows over real seconds
 def test_shadowed_empty_rule_trips_when_green_alone_comes_back_empty(collections, faulty_upstream, proxies):
     logical, blue, green = collections
     set_fault(faulty_upstream[0], green, empty=True, operations=["query"])

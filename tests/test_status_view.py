@@ -180,6 +180,7 @@ def test_figures_per_colour_from_the_live_proxys_metrics(live):
     assert blue.reads >= 12 and blue.error_rate == 0  # no faults on blue
 
 
+@pytest.mark.slow  # three status commands, each a second of sampling in a child
 def test_status_once_shows_each_route_with_figures_per_colour(live):
     proxy, route, quiet = live
     result = status(proxy, "--once")
@@ -235,6 +236,7 @@ def test_status_once_without_a_proxy_says_so(tmp_path):
     assert "cannot reach the admin listener at http://127.0.0.1:9" in result.stderr
 
 
+@pytest.mark.slow  # four frames a second apart in a terminal
 def test_status_watch_redraws_every_second_in_a_terminal_and_ctrl_c_ends_it(live):
     proxy, route, _ = live
     controller, terminal = pty.openpty()
