@@ -23,7 +23,7 @@ from rich.console import Console
 
 from proxy.cli.status_view import ColourCounts, RecentFigures, Sample, histogram_quantile, render
 from routing.table import bucket
-from tests.faults import set_fault, start_fault_proxy
+from tests.faults import clear_faults, set_fault
 from tests.support import REPO_ROOT, RunningProxy, qdrant_client, wait_until
 
 TOKEN = "status-test-token"
@@ -84,7 +84,7 @@ def test_render_shows_each_colours_own_figures_over_the_sampled_window():
 # ------------------------------------------------------------------ against a live proxy
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory, embedded_upstream):
+def live(tmp_path_factory, faulty_upstream):
     """A proxy (through the fault proxy) with two routes, one under traffic whose green is slow and
     fails a third of its queries; yields (proxy, route, quiet route). Shared by this module's tests:
     each leaves the routes as it found them."""
@@ -92,12 +92,12 @@ def live(tmp_path_factory, embedded_upstream):
     tag = uuid.uuid4().hex[:8]
     route, quiet = f"st_{tag}", f"quiet_{tag}"
     blue, green = f"{route}_blue", f"{route}_green"
+    faults_url, embedded_upstream = faulty_upstream  # the module's fault proxy (conftest), shared
     direct = qdrant_client(embedded_upstream, timeout=30)
     for name in (blue, green):
         direct.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
         direct.upsert(name, [models.PointStruct(id=i, vector=[1.0, i, 0.5, 0.1]) for i in range(1, 11)], wait=True)
     direct.close()
-    faults, faults_url = start_fault_proxy(embedded_upstream, tmp_path)
     set_fault(faults_url, green, delay_ms=30, status=503, ratio=0.33, operations=["query"])
     routes = (f"  {route}:\n    blue: {blue}\n    green: {green}\n    green_percent: 50\n"
               f"  {quiet}:\n    blue: {quiet}_a\n    green: {quiet}_b\n    green_percent: 12.5\n"
@@ -130,7 +130,7 @@ def live(tmp_path_factory, embedded_upstream):
         stop.set()
         worker.join(timeout=15)
         proxy.stop()
-        faults.stop()
+        clear_faults(faults_url, green)
     assert errors == [], "every read is answered (green's failures by blue)"
 
 
