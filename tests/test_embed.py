@@ -404,6 +404,7 @@ FAILURES = [
 ]
 
 
+@pytest.mark.slow  # waits out the embedder's 3 s timeout twice
 def test_openai_embedder_failures_answer_qdrant_shaped_errors_naming_the_embedder(openai_proxy, service):
     proxy, logical, _, direct = openai_proxy
     client = text_client(proxy.url)

@@ -173,6 +173,7 @@ def test_upstream_status_message_and_trailing_metadata_reach_the_client(channel)
     assert ("x-qdrant-detail", "collection missing") in tuple(raised.value.trailing_metadata())
 
 
+@pytest.mark.slow  # waits out a 3 s deadline
 def test_deadline_bounds_the_upstream_call(upstream, channel):
     # Causal, not timed: the upstream never answers, so only the deadline can end the call; the client's
     # deadline is long enough that the request reaches the upstream on a loaded machine too.
