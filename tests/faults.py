@@ -147,7 +147,7 @@ class FaultProxy:
         body = await request.read()
         located = split_collection_path(request.rel_url.raw_path.encode())
         name = unquote(located[0].decode()) if located else None
-        fault = self.faults.get(name) if located else None
+        fault = self.faults.get(name)
         operation = classify(request.method, located[1])[0] if located else None
         if fault is None or (fault.operations and operation not in fault.operations) or not self._due(name, fault.ratio):
             return await self.forward(request, body)
