@@ -4,14 +4,18 @@ Every request is forwarded to `--target` unchanged (method, path, query, headers
 headers dropped), except requests under `/collections/{name}` for a physical collection with an active
 fault. Those can be delayed (`delay_ms`), answered with an error status in Qdrant's envelope (`status`,
 a 5xx), dropped with no response at all (`drop`), or forwarded and have a successful search-type
-result rewritten to an empty one (`empty`); each for a share of the requests (`ratio`, default 1) and
+result rewritten to an empty one (`empty`); each for a share of the requests (`ratio`, default 1; spread
+evenly rather than drawn at random, so that every run sees the same: at 0.33, about one request in three) and
 optionally only for some operations (`operations`, names as `routing.operations.classify` gives them).
+`hold` keeps a request waiting, then forwarded, until its collection's fault is cleared: a test that
+must know a request is still upstream reads `GET /__held` rather than trusting a delay.
 
 Controlled at runtime:
     PUT    /__faults/{collection}   {"delay_ms": 200, "status": 503, "ratio": 0.5, "operations": ["query"]}
     DELETE /__faults/{collection}
     DELETE /__faults
     GET    /__faults                the active faults (also the readiness URL)
+    GET    /__held                  {collection: requests held now}
 
 Run: python -m tests.faults --target URL --port N
 """
@@ -21,7 +25,6 @@ import argparse
 import asyncio
 import gzip
 import json
-import random
 import sys
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -50,6 +53,7 @@ class Fault:
     status: int | None = None
     drop: bool = False
     empty: bool = False
+    hold: bool = False
     ratio: float = 1.0
     operations: tuple[str, ...] | None = None
 
@@ -65,8 +69,8 @@ class Fault:
         if operations is not None and not (isinstance(operations, list) and all(isinstance(op, str) for op in operations)):
             raise ValueError("operations: must be a list of operation names")
         fault = cls(**{**fields, "operations": tuple(operations) if operations else None})
-        if not all(isinstance(flag, bool) for flag in (fault.drop, fault.empty)):
-            raise ValueError("drop, empty: must be true or false")
+        if not all(isinstance(flag, bool) for flag in (fault.drop, fault.empty, fault.hold)):
+            raise ValueError("drop, empty, hold: must be true or false")
         if not isinstance(fault.delay_ms, (int, float)) or fault.delay_ms < 0:
             raise ValueError("delay_ms: must be a number >= 0")
         if fault.status is not None and not (isinstance(fault.status, int) and 500 <= fault.status <= 599):
@@ -84,11 +88,15 @@ class FaultProxy:
     def __init__(self, target: str):
         self.target = target.rstrip("/")
         self.faults: dict[str, Fault] = {}
+        self.releases: dict[str, asyncio.Event] = {}  # collection -> set when its held requests may go
+        self.held: dict[str, int] = {}
+        self.shares: dict[str, float] = {}  # collection -> the fault's share owed so far (even spreading)
         self.session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/__faults", self.list_faults)
+        app.router.add_get("/__held", self.list_held)
         app.router.add_put("/__faults/{collection}", self.set_fault)
         app.router.add_delete("/__faults/{collection}", self.clear_fault)
         app.router.add_delete("/__faults", self.clear_faults)
@@ -107,31 +115,50 @@ class FaultProxy:
     async def list_faults(self, request: web.Request) -> web.Response:
         return web.json_response({name: asdict(fault) for name, fault in self.faults.items()})
 
+    async def list_held(self, request: web.Request) -> web.Response:
+        return web.json_response({name: count for name, count in self.held.items() if count})
+
+    def _release(self, collection: str) -> None:
+        release = self.releases.pop(collection, None)
+        if release is not None:
+            release.set()
+
     async def set_fault(self, request: web.Request) -> web.Response:
         try:
             fault = Fault.parse(await request.json())
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         self.faults[request.match_info["collection"]] = fault
+        self.shares.pop(request.match_info["collection"], None)
         return web.json_response(asdict(fault))
 
     async def clear_fault(self, request: web.Request) -> web.Response:
         self.faults.pop(request.match_info["collection"], None)
+        self._release(request.match_info["collection"])
         return web.json_response({})
 
     async def clear_faults(self, request: web.Request) -> web.Response:
         self.faults.clear()
+        for collection in list(self.releases):
+            self._release(collection)
         return web.json_response({})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         located = split_collection_path(request.rel_url.raw_path.encode())
-        fault = self.faults.get(unquote(located[0].decode())) if located else None
+        name = unquote(located[0].decode()) if located else None
+        fault = self.faults.get(name)
         operation = classify(request.method, located[1])[0] if located else None
-        if fault is None or (fault.operations and operation not in fault.operations) or random.random() >= fault.ratio:
+        if fault is None or (fault.operations and operation not in fault.operations) or not self._due(name, fault.ratio):
             return await self.forward(request, body)
         if fault.delay_ms:
             await asyncio.sleep(fault.delay_ms / 1000)
+        if fault.hold:
+            self.held[name] = self.held.get(name, 0) + 1
+            try:
+                await self.releases.setdefault(name, asyncio.Event()).wait()
+            finally:
+                self.held[name] -= 1
         if fault.drop:
             request.transport.close()  # no status line: the client sees the connection end
             return web.Response()
@@ -144,6 +171,13 @@ class FaultProxy:
                 response.headers["Content-Encoding"] = "gzip"
             return response
         return await self.forward(request, body)
+
+    def _due(self, collection: str, ratio: float) -> bool:
+        """Whether this request gets the fault: `ratio` of them, evenly spread."""
+        owed = self.shares.get(collection, 0.0) + ratio
+        due = owed >= 1.0 - 1e-9
+        self.shares[collection] = owed - 1.0 if due else owed
+        return due
 
     async def forward(self, request: web.Request, body: bytes, identity: bool = False) -> web.Response:
         headers = [(name, value) for name, value in request.headers.items() if name.lower() not in _HOP_BY_HOP]
@@ -214,6 +248,12 @@ def set_fault(fault_url: str, collection: str, **fields) -> dict:
         headers={"content-type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def held_requests(fault_url: str) -> dict[str, int]:
+    """{collection: requests the fault proxy holds now}."""
+    with urllib.request.urlopen(fault_url + "/__held", timeout=5) as response:
         return json.loads(response.read())
 
 

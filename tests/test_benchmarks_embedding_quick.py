@@ -15,7 +15,10 @@ from benchmarks.embedding import MODELS
 from benchmarks.wrk import find_wrk
 from tests.support import REPO_ROOT
 
-pytestmark = pytest.mark.skipif(find_wrk() is None, reason="the benchmark needs wrk: apt-get install wrk (CI installs it)")
+pytestmark = [
+    pytest.mark.slow,  # runs every text-in benchmark scenario with wrk and the local models (about 40 s)
+    pytest.mark.skipif(find_wrk() is None, reason="the benchmark needs wrk: apt-get install wrk (CI installs it)"),
+]
 
 
 def test_quick_embedding_benchmark_reports_every_scenario_and_leaves_nothing_listening(tmp_path):

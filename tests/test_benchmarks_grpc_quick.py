@@ -16,9 +16,12 @@ from benchmarks.grpc_bench import STREAMS, find_h2load
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    find_h2load() is None, reason="the gRPC benchmark needs h2load: apt-get install nghttp2-client (CI installs it)"
-)
+pytestmark = [
+    pytest.mark.slow,  # runs the gRPC benchmark with h2load against every target
+    pytest.mark.skipif(
+        find_h2load() is None, reason="the gRPC benchmark needs h2load: apt-get install nghttp2-client (CI installs it)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

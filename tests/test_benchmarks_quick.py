@@ -18,10 +18,13 @@ from benchmarks.wrk import find_wrk
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    find_wrk() is None or find_nginx() is None,
-    reason="the benchmark needs wrk and nginx: apt-get install wrk nginx (CI installs them)",
-)
+pytestmark = [
+    pytest.mark.slow,  # runs every benchmark scenario with wrk and nginx (about 45 s)
+    pytest.mark.skipif(
+        find_wrk() is None or find_nginx() is None,
+        reason="the benchmark needs wrk and nginx: apt-get install wrk nginx (CI installs them)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

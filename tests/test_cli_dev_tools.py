@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 import urllib.request
 
+import pytest
+
 from proxy.cli import build_parser, main
 from proxy.cli.exit_codes import EXIT_USAGE
 from proxy.cli.upstream import embedded_argv
@@ -17,6 +19,7 @@ def test_upstream_flags_are_passed_on_as_given():
     assert embedded_argv(args) == ["--data", "d", "--host", "0.0.0.0", "--port", "7000"]
 
 
+@pytest.mark.slow  # an upstream process started by the CLI
 def test_upstream_command_serves_qdrants_api(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"

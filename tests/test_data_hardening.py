@@ -260,6 +260,7 @@ def test_a_body_the_proxy_must_read_and_cannot_is_refused(guarded, echo, key, pa
     assert received(echo) == []
 
 
+@pytest.mark.slow  # megabytes of body parsed while other clients are timed
 def test_a_large_read_body_does_not_hold_other_clients(guarded, echo):
     """A 19 MiB query whose one backslash means it must be parsed: rewritten right, while small requests
     on other connections keep being answered (parsed inline it held the event loop 1-2 s)."""

@@ -6,7 +6,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # the whole demo: upstream, proxy, two models, a migration and a rollback
 
 STEP_LINE = re.compile(
     r"^\s*(green \d+%|rollback: green 0%) \|\s+(\d+) text queries, (\d+) failed \| "

@@ -279,6 +279,7 @@ def shipped_configs() -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # the shipped config served by a proxy process
 @pytest.mark.parametrize("where", ["compose", "kubernetes"])
 def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(where, tmp_path):
     """The config as the container sees it: in a directory of its own (a read-only mount there), the
@@ -341,6 +342,7 @@ def test_shipped_config_passes_the_proxys_own_check(where, tmp_path):
         assert secret not in done.stdout + done.stderr
 
 
+@pytest.mark.slow  # the compose demo's upstream, proxy and traffic
 def test_compose_demo_builds_both_colours_and_sends_traffic_through_the_proxy(tmp_path, embedded_upstream):
     """deploy/compose-demo/traffic.py, as the demo profile runs it (its key from the environment), against
     the embedded upstream and a proxy that authenticates clients as the shipped compose config does."""

@@ -404,6 +404,7 @@ def test_error_envelopes(embedded_upstream, client, name):
 # ---------------------------------------------------------------- persistence, in-process use
 
 
+@pytest.mark.slow  # an upstream process stopped and started again
 def test_data_survives_a_restart(tmp_path):
     data_dir = tmp_path / "data"
     server, url = start_embedded_upstream(data_dir, tmp_path)
@@ -435,6 +436,7 @@ def test_data_survives_a_restart(tmp_path):
         server.stop()
 
 
+@pytest.mark.slow  # a second upstream process refused its data directory
 def test_one_server_per_data_directory(tmp_path):
     data_dir = tmp_path / "data"
     server, _ = start_embedded_upstream(data_dir, tmp_path)

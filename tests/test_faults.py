@@ -6,14 +6,15 @@ import base64
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from aiohttp import web
 
 from routing.results import is_empty_result
-from tests.faults import INJECTED_ERROR, clear_faults, set_fault, start_fault_proxy
-from tests.support import free_port
+from tests.faults import INJECTED_ERROR, clear_faults, held_requests, set_fault, start_fault_proxy
+from tests.support import free_port, wait_until
 
 POINT = {"id": 1, "version": 0, "score": 0.9, "payload": {"title": "a"}}
 CANNED = {
@@ -186,10 +187,22 @@ def test_empty_leaves_other_reads_alone(client, fault_url):
 
 def test_ratio_applies_to_a_share_of_requests(client, fault_url):
     set_fault(fault_url, "green", status=500, ratio=0.5)
-    failed = sum(search(client, "green").status_code == 500 for _ in range(200))
-    assert 50 < failed < 150
+    answers = [search(client, "green").status_code for _ in range(200)]
+    assert answers == [200, 500] * 100  # evenly spread: every run the same
     set_fault(fault_url, "green", status=500, ratio=0)
     assert all(search(client, "green").status_code == 200 for _ in range(20))
+
+
+def test_hold_keeps_requests_until_the_fault_is_cleared(client, fault_url):
+    set_fault(fault_url, "green", hold=True)
+    with ThreadPoolExecutor(2) as pool:
+        answers = [pool.submit(search, client, "green") for _ in range(2)]
+        wait_until(lambda: held_requests(fault_url) == {"green": 2})
+        assert not any(answer.done() for answer in answers)
+        assert search(client, "blue").status_code == 200  # other collections are not held
+        clear_faults(fault_url, "green")
+        assert [answer.result(timeout=10).json()["result"] for answer in answers] == [[POINT], [POINT]]
+    assert held_requests(fault_url) == {}
 
 
 def test_operations_limit_a_fault(client, fault_url):

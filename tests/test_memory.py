@@ -13,6 +13,8 @@ import pytest
 from tests.raw_upstream import RawConnection, RawUpstream, response
 from tests.support import RunningProxy
 
+pytestmark = pytest.mark.slow  # rounds of large answers while the proxy's RSS is measured
+
 MIB = 1024 * 1024
 LARGE = response(200, b"[" + b"1," * (10 * MIB) + b"1]")  # a 20 MiB JSON answer
 ROUNDS, CONCURRENT = 2, 6

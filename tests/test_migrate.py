@@ -19,6 +19,8 @@ from proxy.cli.migrate.point_compare import same_vector
 from tests.faults import clear_faults, set_fault, start_fault_proxy
 from tests.support import REPO_ROOT, qdrant_client, wait_until
 
+pytestmark = pytest.mark.slow  # each migrate command a subprocess; backfills killed, faulted and resumed
+
 DIM = 8
 POINTS = 3000
 UUID_POINTS = 40  # scrolled after the integer ids: the checkpoint offset is then a UUID string

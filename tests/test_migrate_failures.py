@@ -39,6 +39,7 @@ SUBCOMMANDS = {
 }
 
 
+@pytest.mark.slow  # every migrate subcommand as a subprocess
 @pytest.mark.parametrize("subcommand", SUBCOMMANDS)
 def test_every_subcommand_with_the_upstream_down_fails_in_one_line(subcommand, down_upstream, tmp_path):
     flags = [str(tmp_path / "archive") if flag == "ARCHIVE" else flag for flag in SUBCOMMANDS[subcommand]]

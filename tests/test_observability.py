@@ -20,10 +20,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 import yaml
 from qdrant_client import models
 
 from tests.support import REPO_ROOT, RunningProxy, ServerProcess, free_port, qdrant_client, wait_until
+
+pytestmark = pytest.mark.slow  # a live Prometheus scraping a proxy under traffic, rules and dashboard queries
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")

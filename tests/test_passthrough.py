@@ -201,6 +201,7 @@ def test_pooled_connection_closed_by_upstream_is_retried_transparently(tmp_path)
     assert metric_value(metrics, "bluegreen_requests_total", route="docs", status="error") == 0
 
 
+@pytest.mark.slow  # waits out an upstream timeout
 def test_slow_upstream_gives_504_in_qdrant_envelope_and_is_counted(impatient_echo):
     slow = httpx.post(impatient_echo.url + "/collections/docs/points/query", content=b"{}",
                       headers={"x-echo-delay-ms": "1500", "x-user-id": "u1"})

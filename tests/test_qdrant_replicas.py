@@ -23,6 +23,8 @@ from tests.test_proxy import DIM, make_collections
 from tests.test_replicas import holds_for, state_of
 from tests.test_safety import admin_post, cli, collections, drive  # noqa: F401 - collections is a fixture
 
+pytestmark = pytest.mark.slow  # several proxy processes agreeing through Qdrant, kill -9 and upstream restarts
+
 PROPAGATION_SECONDS = 2.0  # a decision acknowledged on one replica is in force on all within this
 
 

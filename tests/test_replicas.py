@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from proxy.control.rollout_store import StateFile
 from tests.support import route_yaml, wait_until
@@ -14,6 +15,8 @@ from tests.test_rollout_store import record
 from tests.test_safety import (  # noqa: F401 - collections is a fixture
     FAST_GUARD, TOKEN, admin_post, cli, collections, drive, saved_record,
 )
+
+pytestmark = pytest.mark.slow  # several proxy processes on one state file, restarted and killed
 
 
 def state_of(proxy, logical: str) -> dict:

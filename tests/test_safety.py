@@ -23,6 +23,8 @@ from tests.faults import clear_faults, set_fault
 from tests.support import ADMIN_TOKEN, RunningProxy, metric_value, qdrant_client, route_yaml, wait_until
 from tests.test_proxy import DIM, POINTS, make_collections
 
+pytestmark = pytest.mark.slow  # guard windows and holds judged over real seconds, several per test
+
 TOKEN = ADMIN_TOKEN
 FAST_GUARD = (
     "{interval: 200ms, window: 2s, min_requests: 20, error_for: 600ms, latency_for: 600ms, "
@@ -76,6 +78,12 @@ def drive_until(proxy: RunningProxy, logical: str, predicate, timeout: float = 1
         if predicate(proxy.admin_json()["routes"][logical]):
             return seen
     raise TimeoutError(f"not reached within {timeout}s: {proxy.admin_json()['routes'][logical]}")
+
+
+def held_past(status: dict, hold: float) -> dict | None:
+    """The route's status once its hold clock was restarted at least `hold` after its step started."""
+    step = status["step"]
+    return status if step["hold_started"] - step["started"] >= hold else None
 
 
 def saved_record(state_file, logical: str) -> dict:
@@ -230,9 +238,12 @@ def test_admin_rollback_with_wrong_and_right_token(collections, proxies):
 def test_staged_walk_needs_healthy_evidence_to_step(collections, proxies):
     logical, blue, green = collections
     rollout = "{steps: [10, 50, 100], hold: 600ms}"
-    proxy = proxies(route_yaml(logical, blue, green, 10, guard=FAST_GUARD % "", rollout=rollout))
-    time.sleep(1.5)  # no traffic: no evidence, no step
-    status = proxy.admin_json()["routes"][logical]
+    # Both colours are the same upstream: a latency difference here is the machine's load, not evidence.
+    guard = (FAST_GUARD % "").replace("max_latency_ratio: 2.0", "max_latency_ratio: 1000.0")
+    proxy = proxies(route_yaml(logical, blue, green, 10, guard=guard, rollout=rollout))
+    # No traffic: every judgement lacks evidence and restarts the hold clock. Once one has done so a
+    # whole hold after the step started, the walk has had its chance to step, and did not.
+    status = wait_until(lambda: held_past(proxy.admin_json()["routes"][logical], 0.6), timeout=30)
     assert status["state"] == "stepping" and status["step"]["index"] == 0
     assert status["effective_green_percent"] == 10
     drive_until(proxy, logical, lambda r: r["state"] == "active", timeout=30)

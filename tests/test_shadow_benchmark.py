@@ -13,10 +13,13 @@ from benchmarks.shadow import CONFIGS
 from benchmarks.wrk import find_wrk
 from tests.support import REPO_ROOT
 
-pytestmark = pytest.mark.skipif(
-    find_wrk() is None or find_nginx() is None,
-    reason="the benchmark needs wrk and nginx: apt-get install wrk nginx (CI installs them)",
-)
+pytestmark = [
+    pytest.mark.slow,  # one benchmark round per shadow configuration
+    pytest.mark.skipif(
+        find_wrk() is None or find_nginx() is None,
+        reason="the benchmark needs wrk and nginx: apt-get install wrk nginx (CI installs them)",
+    ),
+]
 
 
 def test_one_round_reports_every_configuration(tmp_path):

@@ -19,6 +19,8 @@ import pytest
 from tests.raw_upstream import RawConnection, RawUpstream, response
 from tests.support import RunningProxy, wait_until
 
+pytestmark = pytest.mark.slow  # real processes drained on SIGTERM through their grace periods
+
 ROUTES = "  docs:\n    blue: docs_v1\n    green: docs_v2\n    green_percent: 0\n"
 BODY = b'{"result":{"points":[]},"status":"ok","time":0}'
 
