@@ -293,7 +293,7 @@ def cmd_demo(args) -> int:
     demo = _dev_tool("demo")
     if demo is None:
         return EXIT_USAGE
-    return demo.run(quick=args.quick)
+    return demo.run(quick=args.quick, data_dir=args.data_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a self-contained model migration (clients send text) on the embedded upstream")
     demo.add_argument("--quick", action="store_true", help="the same story in under 30 s")
+    demo.add_argument("--data-dir", default=".bluegreen-data/demo",
+                      help="where the run's files go (default .bluegreen-data/demo, emptied at the start of each run)")
     demo.set_defaults(func=cmd_demo)
 
     from proxy.migrate import add_parser as add_migrate_parser

@@ -210,8 +210,9 @@ def _ids(ids: list) -> str:
 
 
 def run(config: Config, route_name: str, queries_path: str, k: int, min_overlap: float | None,
-        as_json: bool, upstream_url: str, out: TextIO = sys.stdout) -> int:
+        as_json: bool, upstream_url: str, out: TextIO | None = None) -> int:
     """The command; UsageError for what the caller must fix."""
+    out = out or sys.stdout  # looked up per call, so that contextlib.redirect_stdout applies
     if route_name not in config.routes:
         raise UsageError(f"no route named `{route_name}` (routes: {', '.join(config.routes) or 'none'})")
     if k < 1:
