@@ -175,7 +175,8 @@ async def serve(config_path: str, listen: Address | None = None, admin: Address 
         embedded = EmbeddedUpstream(config.upstream.data_dir, config.upstream.embedded_port)
         await asyncio.to_thread(embedded.start)
         upstream_url = embedded.url
-        log.info("embedded upstream (development only) serving %s on %s", config.upstream.data_dir, upstream_url)
+        log.info("embedded upstream (development only) on %s, data in %s (Ctrl-C stops it with the proxy)",
+                 upstream_url, os.path.abspath(config.upstream.data_dir))
 
     try:
         return await _serve(config, content_hash, config_path, upstream_url, listen, admin)
