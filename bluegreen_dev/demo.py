@@ -50,6 +50,7 @@ USERS = 2_000
 UPSERT_BATCH = 100
 DEFAULT_DATA_DIR = Path(".bluegreen-data") / "demo"
 MARKER = ".bluegreen-demo"  # a data directory holding this file is the demo's own, safe to clear
+TOKEN_VARIABLE = "BLUEGREEN_ADMIN_TOKEN"
 GUARD_WINDOW = 2.0  # seconds; the demo's guard judges every 0.5 s on the last 2 s
 
 
@@ -65,7 +66,7 @@ class Story:
 
 
 QUICK = Story(sentences=150, phase_seconds=1.0, hold=1.0, backfill_rate=300, compare_queries=40)
-FULL = Story(sentences=600, phase_seconds=4.0, hold=5.0, backfill_rate=150, compare_queries=150)
+FULL = Story(sentences=400, phase_seconds=3.0, hold=3.0, backfill_rate=150, compare_queries=100)
 
 # The corpus: sentences built from three slots, so every sentence has its own set of words; each
 # slot has a paraphrase, so every sentence has a query that means it without repeating it.
@@ -156,11 +157,11 @@ class Ports:
         return f"http://127.0.0.1:{self.admin}"
 
 
-def _config(ports: Ports, state_file: Path, token: str, route: str) -> str:
+def _config(ports: Ports, state_file: Path, route: str) -> str:
     embedders = "".join(f"  {name}: {{type: local, model: {model}}}\n" for name, (model, _) in EMBEDDERS.items())
     return (
         f"listen: {{host: 127.0.0.1, port: {ports.data}}}\n"
-        f"admin: {{host: 127.0.0.1, port: {ports.admin}, token: {token}}}\n"
+        f"admin: {{host: 127.0.0.1, port: {ports.admin}, token: '${{{TOKEN_VARIABLE}}}'}}\n"
         f"upstream: {{url: '{ports.upstream_url}'}}\n"
         f"state_file: '{state_file}'\n"
         "embedders:\n" + embedders +
@@ -378,7 +379,8 @@ class Demo:
         self.ports = Ports(_free_port(), _free_port(), _free_port())
         self.config_path = data_dir / "bluegreen.yaml"
         self.state_file = data_dir / "bluegreen.state.json"
-        self.token = secrets.token_hex(8)
+        # The admin token, as in production, comes from the environment: the proxy's and the CLI's.
+        os.environ[TOKEN_VARIABLE] = secrets.token_hex(16)
         self.sentences = corpus(story.sentences)
         self.started = time.monotonic()
         self.step_number = 0
@@ -434,7 +436,7 @@ class Demo:
     async def apply(self, route: str) -> None:
         """Edit the config file and wait until the proxy has loaded it (no restart)."""
         generation = (await _admin_route(self.session, self.ports.admin_url))["generation"]
-        _write_atomically(self.config_path, _config(self.ports, self.state_file, self.token, route))
+        _write_atomically(self.config_path, _config(self.ports, self.state_file, route))
         deadline = time.monotonic() + 10
         while (await _admin_route(self.session, self.ports.admin_url))["generation"] == generation:
             if time.monotonic() > deadline:
@@ -466,7 +468,7 @@ class Demo:
         async with self.session.post(f"{ports.upstream_url}/collections/aliases",
                                      json={"actions": [{"create_alias": {"collection_name": BLUE, "alias_name": ALIAS}}]}) as response:
             response.raise_for_status()
-        _write_atomically(self.config_path, _config(ports, self.state_file, self.token, ROUTE_BEFORE))
+        _write_atomically(self.config_path, _config(ports, self.state_file, ROUTE_BEFORE))
         children.append(subprocess.Popen(
             [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config_path), "--log-level", "warning"],
             stdout=log, stderr=subprocess.STDOUT,
@@ -528,8 +530,8 @@ class Demo:
             # Let the guard's window fill with healthy green answers before green takes traffic again.
             await self.watch("rolled back, repaired", max(story.phase_seconds, GUARD_WINDOW + 0.5))
 
-            self.step("resume: green returns to the step it was on")
-            await self.run_cli("resume", LOGICAL, "--config", self.config_path, "--token", self.token)
+            self.step(f"resume: green returns to the step it was on (the admin token comes from ${TOKEN_VARIABLE})")
+            await self.run_cli("resume", LOGICAL, "--config", self.config_path)
             await self._wait_for(lambda route: route["effective_green_percent"] == 100, "resume to 100 %")
             await self.watch("resumed, 100%", story.phase_seconds)
 
