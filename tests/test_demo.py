@@ -71,7 +71,8 @@ def test_quick_demo_tells_the_migration_with_the_guards_rollback_and_leaves_noth
     # The shadow comparison, live at 0 % green: the two models overlap, and a deleted green does not.
     dark = phases["dark launch, 0%"]
     assert int(dark["compared"]) > 0 and 0.2 <= float(dark["overlap"]) <= 0.95, out
-    assert float(phases["fault, until rollback"]["overlap"]) < float(dark["overlap"]), out
+    after_fault = [float(phases[label]["overlap"]) for label in ("fault, until rollback", "rolled back") if phases[label]["overlap"]]
+    assert after_fault and max(after_fault) < float(dark["overlap"]), out  # shadows of an emptied green share nothing
 
     # The fault: green's searches come back empty until the guard rolls the route back by itself.
     assert int(phases["fault, until rollback"]["empty"]) > 0, out
@@ -103,3 +104,19 @@ def test_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path):
     assert completed.returncode == 1
     assert "is not empty and not a demo's data directory" in completed.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_local_runs_keep_their_files_where_git_ignores_them():
+    """`serve --config config/embedded.yaml` and the demo write under .bluegreen-data/; every runtime
+    file name they or a default config produce is ignored by git."""
+    from routing.config import parse_config
+
+    config = parse_config((REPO_ROOT / "config" / "embedded.yaml").read_text())
+    assert config.upstream.is_embedded and config.upstream.embedded_port == 6336
+    assert (config.listen.port, config.admin.port) == (6333, 9901)
+    runtime = [config.upstream.data_dir + "/collections/x", config.state_file, config.state_file + ".lock",
+               ".bluegreen-data/demo/archive/x.snapshot", "config/bluegreen.state.json", "config/bluegreen.state.json.lock",
+               "backfill-docs_v1-to-docs_v2.checkpoint.json", "site/index.html"]
+    assert all(path.startswith("./.bluegreen-data/") for path in (config.upstream.data_dir, config.state_file))
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *runtime], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == runtime, ignored.stdout + ignored.stderr
