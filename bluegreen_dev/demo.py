@@ -287,9 +287,9 @@ class Traffic:
 
 # --- what the proxy says about itself --------------------------------------------------------------
 
-def _metrics(admin: str) -> list:
-    with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
-        return list(text_string_to_metric_families(response.read().decode()))
+async def _metrics(session: aiohttp.ClientSession, admin: str) -> list:
+    async with session.get(f"{admin}/metrics") as response:
+        return list(text_string_to_metric_families(await response.text()))
 
 
 def _shadow_overlap(families: list) -> tuple[float, float]:
@@ -393,20 +393,20 @@ class Demo:
         self.step_number += 1
         print(f"\n[{time.monotonic() - self.started:5.1f}s] {self.step_number}. {text}", flush=True)
 
-    async def run_cli(self, *argv: str, expect: int = 0) -> None:
+    async def run_cli(self, *argv) -> None:
         print("   $ bluegreen-proxy " + " ".join(shlex.quote(str(a)) for a in argv), flush=True)
         code = await asyncio.to_thread(_cli, [str(a) for a in argv])
-        if code != expect:
+        if code != 0:
             raise RuntimeError(f"`bluegreen-proxy {' '.join(map(str, argv[:2]))}` exited with {code}")
 
-    def mark(self) -> None:
+    async def mark(self) -> None:
         """Start a new tally: the clients' figures from here to the next report()."""
         self.traffic.cut()
-        self._metrics_before = _metrics(self.ports.admin_url)
+        self._metrics_before = await _metrics(self.session, self.ports.admin_url)
 
-    def report(self, label: str) -> Tally:
+    async def report(self, label: str) -> None:
         tally = self.traffic.cut()
-        after = _metrics(self.ports.admin_url)
+        after = await _metrics(self.session, self.ports.admin_url)
         served = sum(tally.by_colour.values()) or 1
         shares = "  ".join(f"{colour} {count / served * 100:5.1f}%" for colour, count in tally.by_colour.items())
         right = "  ".join(
@@ -425,12 +425,11 @@ class Demo:
         print(f"   {label:>22} | {tally.queries:5d} queries, {tally.failed} failed, {tally.empty} empty | {shares} | "
               f"right article first: {right} | {latency}{shadow}", flush=True)
         self._metrics_before = after
-        return tally
 
-    async def watch(self, label: str, seconds: float) -> Tally:
-        self.mark()
+    async def watch(self, label: str, seconds: float) -> None:
+        await self.mark()
         await asyncio.sleep(seconds)
-        return self.report(label)
+        await self.report(label)
 
     # the proxy ---------------------------------------------------------------------------------
     async def apply(self, route: str) -> None:
@@ -613,17 +612,17 @@ class Demo:
 
     async def _follow_rollout(self) -> None:
         """Print each step as the proxy takes it, then let 100 % run for a hold."""
-        self.mark()
+        await self.mark()
         percent = 10.0
         for target in (50.0, 100.0):
             route = await self._wait_for(lambda r, t=target: r["effective_green_percent"] == t,
                                          f"the staged step to {target:g} %", timeout=self.story.hold * 10 + 20)
-            self.report(f"green {percent:g}%")
+            await self.report(f"green {percent:g}%")
             if route["state"] == "rolled_back":
                 raise RuntimeError(f"the guard rolled back during the rollout: {route}")
             percent = target
         await asyncio.sleep(self.story.phase_seconds)
-        self.report(f"green {percent:g}%")
+        await self.report(f"green {percent:g}%")
 
     async def _fault(self) -> None:
         async with self.session.post(f"{self.ports.upstream_url}/collections/{GREEN}/points/delete?wait=true",
@@ -633,7 +632,7 @@ class Demo:
         print(f"   {await self._describe(GREEN)}: green's searches now come back empty", flush=True)
         route = await self._wait_for(lambda r: r["state"] == "rolled_back", "the guard's rollback")
         took = time.monotonic() - fault_at
-        self.report("fault, until rollback")
+        await self.report("fault, until rollback")
         rule = route["reason"].split("_")[0]  # the tripped rule's own figures: `empty` for empty_results
         figures = ", ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
                             for key, value in (route.get("figures") or {}).items() if rule in key)
