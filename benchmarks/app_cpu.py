@@ -2,7 +2,7 @@
 
     python -m benchmarks.app_cpu --against f77c3c5 [--rounds 3] [--requests 20000]
 
-Runs `proxy.app.ProxyApp` in process, on a stub upstream that answers at once, for a routed search
+Runs `proxy.dataplane.app.ProxyApp` in process, on a stub upstream that answers at once, for a routed search
 (the benchmark's search body, a distinct `x-user-id` each), and reports CPU microseconds per request
 (process time, so a loaded machine's waiting does not count) for each tree, alternating trees each
 round, with the ratio of the best rounds. The other revision comes from `git archive` into a temp dir.
@@ -24,13 +24,13 @@ REPO = Path(__file__).resolve().parent.parent
 _MEASURE = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from proxy.app import ProxyApp
+from proxy.dataplane.app import ProxyApp
 from proxy.metrics import Metrics
 try:
-    from proxy.live import LiveConfig as ProxyState  # one live snapshot (trees after control's issue 10)
+    from proxy.dataplane.live import LiveConfig as ProxyState  # one live snapshot (trees after control's issue 10)
 except ImportError:
     from proxy.state import ProxyState
-from proxy.upstream import UpstreamClient, UpstreamResponse
+from proxy.dataplane.upstream import UpstreamClient, UpstreamResponse
 from routing.config import parse_config
 
 body, requests = json.loads(sys.argv[2]).encode(), int(sys.argv[3])

@@ -74,9 +74,9 @@ def proxy_config(port: int, admin_port: int, upstream_port: int) -> str:
 
 def model_own_time(model: str, sentences: list[str]) -> dict:
     """One query at a time through the proxy's own model code, in this process."""
-    from proxy.embedders import _local_model
+    from proxy.embedding.local import local_model
 
-    loaded = _local_model(model)
+    loaded = local_model(model)
     for sentence in sentences[:10]:
         loaded.encode([sentence])
     samples = []

@@ -156,9 +156,9 @@ def load_collection(base_url: str, collection: str, dimensions: int, points: int
 
 def model_alone(model: str, texts: list[str]) -> dict:
     """The model in this process, as the proxy's worker thread calls it: one text per call, then batches."""
-    from proxy.embedders import _local_model  # the proxy's own model objects (same threads, same pooling)
+    from proxy.embedding.local import local_model  # the proxy's own model objects (same threads, same pooling)
 
-    loaded = _local_model(model)
+    loaded = local_model(model)
     loaded.encode(texts[:8])  # first-call allocations are not the model's steady cost
     single = []
     vectors = []
@@ -188,8 +188,8 @@ def loop_lag(rate: float, seconds: float, rounds: int) -> dict:
     being held here: only this process's threads are involved."""
     import asyncio
 
-    from proxy.embedders import build_embedder
-    from routing.config import Embedder as EmbedderSettings
+    from proxy.embedding.embedders import build_embedder
+    from routing.config import EmbedderSettings
 
     async def overshoot(seconds: float) -> list[float]:
         samples, end = [], time.perf_counter() + seconds

@@ -1,8 +1,15 @@
 """Prometheus metrics. Names and labels are a contract: dashboards and tests read them."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from routing.config import Route
+from routing.guard import RULES
+from routing.rollout import MANUAL
+from routing.table import BLUE, GREEN
 
 UNROUTED = "_unrouted"  # the one route (and collection) label for traffic without a route
 NO_COLOUR = "none"
@@ -16,6 +23,14 @@ LATENCY_BUCKETS = (
 # Shadow comparison scores (0..1) and the green/blue latency ratio of a shadowed pair.
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
+
+# The label values of the event counters, each exported at 0 for every known route (and embedder) from
+# the start: a series that first appears at 1 has no increase() in Prometheus, so an alert on it would
+# miss the first event.
+ROLLBACK_REASONS = (*(rule.name for rule in RULES), MANUAL)
+UPSTREAM_ERROR_KINDS = ("timeout", "connect", "5xx", "too_large", "overloaded")
+EMBED_ERROR_KINDS = ("timeout", "connect", "status", "response", "dimensions", "model", "closed")
+RELOAD_RESULTS = ("success", "failure")
 
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 NO_RESPONSE = "error"
@@ -54,6 +69,7 @@ class RequestSeries:
 
 
 class Metrics:
+    # Long by design: one declaration per exported metric, read top to bottom as the metric reference.
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -93,6 +109,20 @@ class Metrics:
             "bluegreen_rollbacks", "Route rollbacks, by reason (error_rate, latency, empty_results, overlap, manual).",
             ["route", "reason"], registry=r,
         )
+        # The rollout state store (`state.store`: file or qdrant); all at 0 from the start.
+        self.state_store = {
+            "reads": Counter("bluegreen_state_store_reads", "Reads of the rollout state store that it answered.", ["store"], registry=r),
+            "writes": Counter("bluegreen_state_store_writes", "Saves of rollout decisions the state store took.", ["store"], registry=r),
+            "conflicts": Counter(
+                "bluegreen_state_store_conflicts",
+                "Conditional writes another replica's write beat (re-read and merged again); qdrant store only.",
+                ["store"], registry=r,
+            ),
+            "errors": Counter(
+                "bluegreen_state_store_errors", "State store reads or writes that failed (retried), by operation.",
+                ["store", "operation"], registry=r,
+            ),
+        }
         self.route_state = Gauge(
             "bluegreen_route_state", "1 for the route's current state (active, rolled_back, preflight_failed, stepping).",
             ["route", "state"], registry=r,
@@ -135,6 +165,26 @@ class Metrics:
             ["route", "color"], registry=r,
         )
         self._series: dict[tuple[str, str, str, str], RequestSeries] = {}
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result)
+        self._count_upstream_errors_from_zero(UNROUTED, NO_COLOUR, UNROUTED)
+
+    def count_from_zero(self, routes: Mapping[str, Route], embedders: Iterable[str]) -> None:
+        """Export the event counters of these routes and embedders at 0 (the ones already there keep
+        their counts): at start and for each applied config. Known names only, so labels stay bounded."""
+        for name, route in routes.items():
+            for reason in ROLLBACK_REASONS:
+                self.rollbacks.labels(name, reason)
+            self.failovers.labels(name)
+            self._count_upstream_errors_from_zero(name, BLUE, route.blue)
+            self._count_upstream_errors_from_zero(name, GREEN, route.green)
+        for embedder in embedders:
+            for kind in EMBED_ERROR_KINDS:
+                self.embed_errors.labels(embedder, kind)
+
+    def _count_upstream_errors_from_zero(self, route: str, colour: str, collection: str) -> None:
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels(route, colour, collection, kind)
 
     def series(self, route: str, colour: str, collection: str, operation: str) -> RequestSeries:
         key = (route, colour, collection, operation)

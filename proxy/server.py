@@ -1,37 +1,30 @@
-"""Runs the proxy: data listener, admin listener, config watcher and (optionally) the embedded upstream."""
+"""Wiring: the data listener, the admin listener, the config watcher, the rollout controller and (when
+configured) the embedded upstream, started and stopped together."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
-import importlib.util
 import logging
 import os
-import resource
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 import uvicorn
 
-from proxy.admin import build_admin_app
-from proxy.app import ProxyApp
-from proxy.embedders import EmbedderSet
-from proxy.inference import TextInference
+from proxy.control.admin import build_admin_app
+from proxy.dataplane.app import ProxyApp
+from proxy.embedding.embedders import EmbedderSet
+from proxy.dataplane.inference import TextInference
 from proxy.metrics import Metrics
-from proxy.process import stop_process
-from proxy.protocol import limited_protocol
-from proxy.reload import ConfigReloader, read_config
-from proxy.live import LiveConfig, Snapshot
-from proxy.rollout_store import default_state_file
-from proxy.safety import SafetyController
-from proxy.upstream import UpstreamClient
+from proxy.host import allow_open_files, freeze_start_up_objects, keep_large_blocks_returnable
+from proxy.process import EmbeddedUpstream
+from proxy.dataplane.protocol import limited_protocol
+from proxy.control.reload import ConfigReloader, read_config
+from proxy.dataplane.live import LiveConfig
+from proxy.control.rollout_store import open_state_store, read_at_start
+from proxy.control.rollout_controller import RolloutController
+from proxy.dataplane.upstream import UpstreamClient
 from routing.config import Config, ConfigError, Limits
 
 log = logging.getLogger("bluegreen.server")
@@ -51,56 +44,17 @@ class _Server(uvicorn.Server):
         yield
 
 
-class EmbeddedUpstreamError(RuntimeError):
-    """`upstream.url: embedded` could not start its child process."""
+ADMIN_GRACE_SECONDS = 5.0  # the admin listener's answers are quick; it closes after the data listener
+CUT_OFF_ANSWER_SECONDS = 1.0  # for the requests cut off at the end of the grace time to write their 503
 
 
-class EmbeddedUpstream:
-    """`upstream.url: embedded`: the qdrant-edge upstream as a child process, stopped with the proxy."""
-
-    def __init__(self, data_dir: str, port: int | None):
-        self.data_dir = data_dir
-        self.port = port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        if importlib.util.find_spec("qdrant_edge") is None:
-            raise EmbeddedUpstreamError('upstream.url: embedded needs the demo extra: pip install "bluegreen-proxy[demo]"')
-        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bluegreen_dev.embedded", "--data", self.data_dir, "--host", "127.0.0.1", "--port", str(self.port)]
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise EmbeddedUpstreamError(f"embedded upstream exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise EmbeddedUpstreamError(f"embedded upstream did not answer on {self.url} within {timeout:g}s")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _uvicorn_config(app, address: Address, limits: Limits) -> uvicorn.Config:
+def _uvicorn_config(app, address: Address, limits: Limits, grace: float) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=address.host,
         port=address.port,
         http=limited_protocol(limits),
-        ws="none",  # not Qdrant's API: an upgrade is refused in the envelope (proxy.protocol)
+        ws="none",  # not Qdrant's API: an upgrade is refused in the envelope (proxy.dataplane.protocol)
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -108,47 +62,25 @@ def _uvicorn_config(app, address: Address, limits: Limits) -> uvicorn.Config:
         date_header=False,
         proxy_headers=False,  # forwarded-for handling is for the upstream to see, not ours to consume
         timeout_keep_alive=limits.idle_timeout,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=grace,  # the data listener's is set again when the signal comes
     )
 
 
-def _allow_open_files(connections: int) -> None:
-    """Raise the soft file-descriptor limit toward the hard one, so limits.max_connections client
-    connections plus the upstream pool fit; warn when even the hard limit is below that."""
-    wanted = connections + 256  # listeners, config watch, logs
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < wanted:
-        log.warning("open-file limit %d is below limits.max_connections + upstream.max_connections + 256 = %d", target, wanted)
-
-
-def _keep_large_blocks_returnable() -> None:
-    """glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MiB), so
-    after a few large upstream answers the next ones are carved from the heap and their space stays
-    with the process when freed (measured: +30 MiB RSS kept after 24 large answers; with a fixed
-    threshold, +1 MiB). Fixing it at glibc's default (128 KiB) keeps large blocks in mmap, returned on
-    free. Not glibc: nothing to do."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-
-
-_M_MMAP_THRESHOLD = -3  # glibc malloc.h
-
-
 def _freeze_start_up_objects(*servers: uvicorn.Server) -> None:
-    """Modules, the app and the first config live as long as the process; left in the collected
-    heap, every full collection walks them all and stalls the event loop (26 ms, measured under
-    reload churn). Load uvicorn's protocol modules first, so they are frozen too."""
+    """Load uvicorn's protocol modules first, so they are frozen with the rest of start-up."""
     for server in servers:
         server.config.load()
-    gc.collect()
-    gc.freeze()
+    freeze_start_up_objects()
+
+
+async def _answer_cut_off_requests(server: uvicorn.Server, app: ProxyApp, grace: float) -> None:
+    """uvicorn cancels the requests its grace time left running and returns without waiting: let them
+    write their 503 (ProxyApp) before the upstream pool closes."""
+    cancelled = list(server.server_state.tasks)
+    if cancelled:
+        await asyncio.wait(cancelled, timeout=CUT_OFF_ANSWER_SECONDS)
+    if app.cut_off:
+        log.warning("shutdown: %d request(s) still running after shutdown.grace_period %gs answered 503", app.cut_off, grace)
 
 
 async def _start_embedders(config: Config, metrics: Metrics) -> EmbedderSet:
@@ -164,7 +96,9 @@ async def _start_embedders(config: Config, metrics: Metrics) -> EmbedderSet:
     return embedders
 
 
-async def serve(config_path: str, listen: Address | None = None, admin: Address | None = None) -> int:
+async def serve(
+    config_path: str, listen: Address | None = None, admin: Address | None = None, import_state: str | None = None,
+) -> int:
     config, content_hash = read_config(config_path)
     listen = listen or Address(config.listen.host, config.listen.port)
     admin = admin or Address(config.admin.host, config.admin.port)
@@ -179,46 +113,73 @@ async def serve(config_path: str, listen: Address | None = None, admin: Address 
                  upstream_url, os.path.abspath(config.upstream.data_dir))
 
     try:
-        return await _serve(config, content_hash, config_path, upstream_url, listen, admin)
+        return await _serve(config, content_hash, config_path, upstream_url, listen, admin, import_state)
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-async def _serve(config: Config, content_hash: str, config_path: str, upstream_url: str, listen: Address, admin: Address) -> int:
+# Long, 7 parameters: the wiring itself, start to shutdown in order; each step is a call to its owner.
+async def _serve(
+    config: Config, content_hash: str, config_path: str, upstream_url: str, listen: Address, admin: Address,
+    import_state: str | None,
+) -> int:
     # Absolute but not resolved: a Kubernetes ConfigMap's path goes through symlinks that are swapped.
     live = LiveConfig.initial(config, content_hash, os.path.abspath(config_path))
     metrics = Metrics()
+    metrics.count_from_zero(config.routes, config.embedders)
     metrics.config_generation.set(1)
     metrics.last_reload_ok.set(1)
     metrics.last_reload_time.set(time.time())
     embedders = await _start_embedders(config, metrics)
     upstream = UpstreamClient(upstream_url, config.upstream)
     await upstream.start()
-    state_file = Path(config.state_file) if config.state_file else default_state_file(config_path)
-    log.info("rollout state file: %s (bound at start-up)", state_file)
-    safety = SafetyController(live, metrics, upstream.fetch_json, state_file)
+    store = await open_state_store(config, config_path, upstream.fetch_json, metrics, import_state)
+    log.info("rollout state: %s (bound at start-up)", store.describe())
+    safety = RolloutController(live, metrics, upstream.fetch_json, store, await read_at_start(store))
 
-    def on_applied(old: Snapshot, new: Snapshot) -> Snapshot:
-        embedders.apply(new.config.embedders)
-        return safety.on_config_applied(old, new)
+    reloader = ConfigReloader(live, metrics, safety, embedders, ignore=store.owns)
 
-    reloader = ConfigReloader(live, metrics, on_applied=on_applied, ignore=safety.state_file.owns)
-
-    _keep_large_blocks_returnable()
-    _allow_open_files(config.limits.max_connections + config.upstream.max_connections)
+    keep_large_blocks_returnable()
+    allow_open_files(config.limits.max_connections + config.upstream.max_connections)
     data_app = ProxyApp(live, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
-    data_server = _Server(_uvicorn_config(data_app, listen, config.limits))
-    admin_server = _Server(_uvicorn_config(build_admin_app(live, metrics, safety), admin, config.limits))
+    data_server = _Server(_uvicorn_config(data_app, listen, config.limits, config.shutdown_grace_period))
+    shutting_down = asyncio.Event()  # /readyz answers 503 from the signal on
+    admin_app = build_admin_app(live, metrics, safety, shutting_down)
+    admin_server = _Server(_uvicorn_config(admin_app, admin, config.limits, ADMIN_GRACE_SECONDS))
     _freeze_start_up_objects(data_server, admin_server)
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def close_data_listener() -> None:
+        data_server.should_exit = True
 
     def shut_down() -> None:
-        stop.set()
-        data_server.should_exit = True
-        admin_server.should_exit = True
+        """SIGTERM/SIGINT: not ready at once; the data listener closes after shutdown.drain_delay and the
+        requests in progress get shutdown.grace_period (as the config says now); the admin listener, which
+        the probes read, closes last."""
+        if shutting_down.is_set():
+            return
+        shutting_down.set()
+        settings = live.snapshot.config
+        grace = data_server.config.timeout_graceful_shutdown = settings.shutdown_grace_period
+        drain = settings.shutdown.drain_delay or 0.0
+        log.info("shutting down: /readyz answers 503; the data listener closes in %gs, requests in progress get %gs", drain, grace)
+        loop.call_later(drain, close_data_listener)
 
-    loop = asyncio.get_running_loop()
+    async def serve_data() -> None:
+        try:
+            await data_server.serve()
+            await _answer_cut_off_requests(data_server, data_app, live.snapshot.config.shutdown_grace_period)
+        finally:
+            admin_server.should_exit = True
+
+    async def serve_admin() -> None:
+        try:
+            await admin_server.serve()
+        finally:
+            shut_down()  # the admin listener failed: the data side goes too
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shut_down)
     loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
@@ -230,9 +191,11 @@ async def _serve(config: Config, content_hash: str, config_path: str, upstream_u
         listen.host, listen.port, upstream_url, admin.host, admin.port, config_path,
     )
     try:
-        await asyncio.gather(data_server.serve(), admin_server.serve())
+        await asyncio.gather(serve_data(), serve_admin())
     finally:
-        shut_down()
+        shutting_down.set()
+        stop.set()
+        data_server.should_exit = admin_server.should_exit = True
         for task in (watcher, safety_clock):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -60,9 +60,13 @@ class Grant:
         return None
 
 
+_HEALTH_PROBES = frozenset({b"/healthz", b"/readyz", b"/livez"})
+
+
 def is_health_probe(canonical_path: bytes) -> bool:
-    """Qdrant's own probes, which Qdrant answers without a credential (its api-key whitelist)."""
-    return canonical_path == b"/healthz" or canonical_path.startswith((b"/readyz", b"/livez"))
+    """Qdrant's own probes, which Qdrant answers without a credential: these exact paths (a query string
+    is not part of the path), never what merely begins like one."""
+    return canonical_path in _HEALTH_PROBES
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,11 +126,53 @@ class Limits(_Strict):
     max_header_count: int = Field(100, ge=1)  # 431 past it
     header_timeout: Duration = 10.0  # from connection (or first byte of a request) to its last header
     idle_timeout: Duration = 30.0  # a keep-alive connection with no request is closed after this
+    body_timeout: Duration = 30.0  # from a request's last header to its body's last byte: 408 past it
     max_concurrency: int = Field(1024, ge=1)  # requests handled at once; more are answered 503 at once
 
 
 class Reload(_Strict):
     poll_interval: Duration = 5.0  # slow backstop behind the directory watch and SIGHUP
+
+
+# A request that began just before SIGTERM reaches its own upstream.timeout (504) before the grace ends.
+SHUTDOWN_GRACE_MARGIN = 1.0
+
+
+class Shutdown(_Strict):
+    """On SIGTERM /readyz answers 503 at once; after drain_delay the data listener closes, and requests
+    in progress get grace_period to finish (then 503 in Qdrant's envelope). Read when the signal comes."""
+
+    grace_period: Duration | None = None  # default: upstream.timeout + SHUTDOWN_GRACE_MARGIN
+    # None: the listener closes at once. For load balancers that watch /readyz (Kubernetes: a preStop pause).
+    drain_delay: Duration | None = None
+
+
+DEFAULT_STATE_COLLECTION = "bluegreen_state"
+
+
+class StateStoreSettings(_Strict):
+    """Where the rollout records live (rollbacks, staged steps), shared by replicas; bound at start-up.
+
+    `file`: one JSON file (default beside the config); replicas share it on a ReadWriteMany volume.
+    `qdrant`: one point per route in `collection` on the upstream, written by conditional upserts;
+    `path` then names a state file imported on first start (the collection empty)."""
+
+    store: Literal["file", "qdrant"] = "file"
+    path: str | None = None
+    collection: str = DEFAULT_STATE_COLLECTION
+    sync_interval: Duration = Field(1.0, gt=0)  # how often other replicas' records are read and adopted
+
+    @field_validator("path")
+    @classmethod
+    def _empty_path_is_default(cls, value: str | None) -> str | None:
+        return value or None  # `${BLUEGREEN_STATE_FILE:-}` unset: beside the config
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, name: str) -> str:
+        if not name or "/" in name:
+            raise ValueError(f"{name!r}: a collection name (no `/`)")
+        return name
 
 
 class Guard(_Strict):
@@ -269,7 +311,7 @@ def url_without_credentials(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//", url)
 
 
-class Embedder(_Strict):
+class EmbedderSettings(_Strict):
     """One embedding model, named under the top-level `embedders`."""
 
     type: Literal["local", "openai"]
@@ -290,7 +332,7 @@ class Embedder(_Strict):
         return value or None
 
     @model_validator(mode="after")
-    def _fits_type(self) -> "Embedder":
+    def _fits_type(self) -> "EmbedderSettings":
         if self.type == "openai":
             if not self.url:
                 raise ValueError("url: required for type openai")
@@ -413,9 +455,11 @@ class Config(_Strict):
     upstream: Upstream = Field(default_factory=Upstream)
     limits: Limits = Field(default_factory=Limits)
     reload: Reload = Field(default_factory=Reload)
-    state_file: str | None = None  # rollout state; default: beside the config file
+    shutdown: Shutdown = Field(default_factory=Shutdown)
+    state_file: str | None = None  # the file store's path, as `state.path` (the older spelling)
+    state: StateStoreSettings = Field(default_factory=StateStoreSettings)
     clients: Clients | None = None  # none: clients' own credentials pass through to the upstream
-    embedders: dict[str, Embedder] = Field(default_factory=dict)
+    embedders: dict[str, EmbedderSettings] = Field(default_factory=dict)
     # Document models left for Qdrant to embed (qdrant/bm25 always is).
     embed_passthrough_models: list[str] = Field(default_factory=lambda: list(ALWAYS_PASSTHROUGH_MODELS))
     routes: dict[str, Route] = Field(default_factory=dict)
@@ -439,6 +483,27 @@ class Config(_Strict):
         return routes
 
     @model_validator(mode="after")
+    def _one_state_path(self) -> "Config":
+        if self.state_file is not None:
+            if self.state.path not in (None, self.state_file):
+                raise ValueError("state_file: names another file than state.path; keep one of them")
+            object.__setattr__(self, "state", self.state.model_copy(update={"path": self.state_file}))
+        return self
+
+    @model_validator(mode="after")
+    def _state_collection_is_the_proxys(self) -> "Config":
+        if self.state.store != "qdrant":
+            return self
+        name = self.state.collection
+        for route_name, route in self.routes.items():
+            if name in (route_name, route.blue, route.green):
+                raise ValueError(
+                    f"state.collection: `{name}` is a collection of route {route_name}; the rollout state "
+                    "needs a collection of its own (the proxy refuses it to clients)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _embedders_exist(self) -> "Config":
         for route_name, route in self.routes.items():
             if route.embed is None:
@@ -448,6 +513,12 @@ class Config(_Strict):
                     known = ", ".join(self.embedders) or "none configured"
                     raise ValueError(f"routes.{route_name}.embed.{where}: unknown embedder {embedder!r} (embedders: {known})")
         return self
+
+    @property
+    def shutdown_grace_period(self) -> float:
+        """Seconds requests in progress get after SIGTERM (shutdown.grace_period, or its default)."""
+        grace = self.shutdown.grace_period
+        return grace if grace is not None else self.upstream.timeout + SHUTDOWN_GRACE_MARGIN
 
     @property
     def passthrough_models(self) -> frozenset[str]:

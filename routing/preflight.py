@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from routing.config import Preflight, VectorExpectation
-from routing.documents import UNNAMED, find_vectors, pinned_colour
+from routing.documents import find_vectors, pinned_colour
+from routing.layout import dense_sizes, is_unnamed, vectors_of
 from routing.table import BLUE, COLOURS
 
 
@@ -82,37 +83,21 @@ def evaluate_preflight(
         Check("green_exists", green_info is not None, "green collection found" if green_info is not None else "green collection not found"),
     ]
     if green_info is not None and settings.expect is not None:
-        checks.extend(_vector_checks(settings.expect, _vectors_config(green_info)))
+        checks.extend(_vector_checks(settings.expect, vectors_of(green_info)))
     checks.append(_count_check(settings.max_count_drift, blue_count, green_count))
     sizes = None
     if blue_info is not None and green_info is not None:
-        sizes = VectorSizes(_sizes(_vectors_config(blue_info)), _sizes(_vectors_config(green_info)))
+        sizes = VectorSizes(dense_sizes(vectors_of(blue_info)), dense_sizes(vectors_of(green_info)))
     return PreflightResult(tuple(checks), sizes)
-
-
-def _vectors_config(info: dict[str, Any]) -> Any:
-    return ((info.get("config") or {}).get("params") or {}).get("vectors")
-
-
-def _is_unnamed(vectors: Any) -> bool:
-    return isinstance(vectors, dict) and isinstance(vectors.get("size"), int)
-
-
-def _sizes(vectors: Any) -> dict[str, int]:
-    if _is_unnamed(vectors):
-        return {UNNAMED: vectors["size"]}
-    if not isinstance(vectors, dict):
-        return {}
-    return {name: params["size"] for name, params in vectors.items() if isinstance(params, dict) and isinstance(params.get("size"), int)}
 
 
 def _vector_checks(expect: VectorExpectation | dict[str, VectorExpectation], vectors: Any) -> list[Check]:
     if isinstance(expect, VectorExpectation):
-        if not _is_unnamed(vectors):
+        if not is_unnamed(vectors):
             names = ", ".join(sorted(vectors)) if isinstance(vectors, dict) else "none"
             return [Check("vectors", False, f"expected one unnamed vector, green has named vectors: {names}")]
         return [_compare("vectors", expect, vectors)]
-    if _is_unnamed(vectors):
+    if is_unnamed(vectors):
         return [Check(f"vectors.{name}", False, "green has one unnamed vector, not named ones") for name in expect]
     checks = []
     for name, expectation in expect.items():

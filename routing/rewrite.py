@@ -18,15 +18,28 @@ def may_name_collections(body: bytes) -> bool:
     return b'"lookup_from"' in body or b'"with_lookup"' in body or b"\\" in body
 
 
+class UnreadableBody(ValueError):
+    """A read body that may name collections (so the proxy must read it: scopes, rewriting) and is not
+    JSON it can read: refused, never forwarded unchecked."""
+
+
 def parse_read_body(body: bytes) -> Any:
-    """The parsed body when it may name collections; None otherwise, or when it is not JSON (the
-    upstream answers malformed JSON with its own error)."""
-    if not may_name_collections(body):
-        return None
+    """The parsed body when it may name collections; None otherwise. UnreadableBody when it is not
+    UTF-8 JSON that Python reads (invalid UTF-8, an integer past the digit limit, nesting too deep)."""
+    return read_json(body) if may_name_collections(body) else None
+
+
+def read_json(body: bytes) -> Any:
+    """A body the proxy must read, parsed as Qdrant reads it (UTF-8 JSON); UnreadableBody otherwise."""
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        return None
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise UnreadableBody(f"the request body is not JSON bluegreen-proxy can read: {exc}") from None
+
+
+def collections_named(body: bytes) -> list[str]:
+    """Every collection name the read body names (UnreadableBody as parse_read_body)."""
+    return referenced_collections(parse_read_body(body))
 
 
 def referenced_collections(document: Any) -> list[str]:
@@ -37,7 +50,8 @@ def referenced_collections(document: Any) -> list[str]:
 def rewrite_body_collections(body: bytes, physical_for: Callable[[str], str | None]) -> bytes | None:
     """Rewrite every referenced collection with `physical_for(name)` (None: leave it).
 
-    Returns the new body, or None when nothing changed (the caller then forwards the original bytes).
+    Returns the new body, or None when nothing changed (the caller then forwards the original bytes);
+    UnreadableBody as parse_read_body.
     """
     document = parse_read_body(body)
     if document is None:

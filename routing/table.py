@@ -108,6 +108,8 @@ class RouteTable:
         self._by_segment: dict[bytes, CompiledRoute] = {
             name.encode(): route for name, route in self.routes.items()
         }
+        # The proxy's own collection (the Qdrant state store's), refused to clients: routing.reserved.
+        self.reserved: str | None = config.state.collection if config.state.store == "qdrant" else None
 
     def lookup(self, segment: bytes) -> CompiledRoute | None:
         route = self._by_segment.get(segment)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import math
 import random
@@ -37,8 +38,11 @@ class Service:
         app.router.add_post("/control", self.control)
         app.router.add_get("/requests", self.list_requests)
         app.router.add_delete("/requests", self.forget_requests)
-        app.router.add_get("/", lambda request: web.json_response({"ok": True}))
+        app.router.add_get("/", self.alive)
         return app
+
+    async def alive(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -69,6 +73,21 @@ class Service:
     async def forget_requests(self, request: web.Request) -> web.Response:
         self.requests.clear()
         return web.json_response({"ok": True})
+
+
+@contextlib.asynccontextmanager
+async def embedding_service(dimensions: int = 32):
+    """The test embedding service in this process's loop on a free port: (base url, its state)."""
+    state = Service(dimensions)
+    runner = web.AppRunner(state.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", state
+    finally:
+        await runner.cleanup()
 
 
 def main() -> None:

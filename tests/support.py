@@ -77,11 +77,16 @@ class ServerProcess:
         self.stop()
 
 
-def start_embedded_upstream(data_dir: Path, log_dir: Path, port: int | None = None) -> tuple[ServerProcess, str]:
+def start_embedded_upstream(
+    data_dir: Path, log_dir: Path, port: int | None = None, grpc_port: int | None = None,
+) -> tuple[ServerProcess, str]:
+    """The embedded upstream as a child process: (server, REST base URL). With `grpc_port`, it serves
+    Qdrant's gRPC API there too (listening before the REST URL answers)."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
+    grpc_args = [] if grpc_port is None else ["--grpc-port", str(grpc_port)]
     server = ServerProcess(
-        [sys.executable, "-m", "bluegreen_dev.embedded", "--data", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "bluegreen_dev.embedded", "--data", str(data_dir), "--host", "127.0.0.1", "--port", str(port), *grpc_args],
         ready_url=url + "/",
         log_path=log_dir / f"upstream-{port}.log",
     )
@@ -183,6 +188,11 @@ def qdrant_client(url: str, **options) -> QdrantClient:
     """The real qdrant-client over REST. Its version check runs in a background thread that can outlive a
     short test's servers and warn into the next test, so it is off here and tested on its own."""
     return QdrantClient(url=url, prefer_grpc=False, check_compatibility=False, **options)
+
+
+def qdrant_grpc_client(url: str, grpc_port: int, **options) -> QdrantClient:
+    """The real qdrant-client over gRPC (prefer_grpc=True): `grpc_port` on the host of `url` (REST)."""
+    return QdrantClient(url=url, grpc_port=grpc_port, prefer_grpc=True, check_compatibility=False, **options)
 
 
 ADMIN_TOKEN = "test-admin-token"

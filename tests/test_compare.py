@@ -135,3 +135,39 @@ def test_text_queries_on_an_embed_route_use_each_colours_own_model(embedded_upst
     # Each sentence is its own top hit on both colours: each colour got its own model's embedding.
     assert [(r["blue_ids"], r["green_ids"]) for r in document["results"]] == [([i], [i]) for i in range(4)]
     assert document["mean_overlap"] == 1.0
+
+
+# ---------------------------------------------------------------- in process
+
+
+def test_in_process_the_same_table_and_exit_status(setup, capsys):
+    from proxy.cli import main
+
+    logical, blue, green, config, queries, _ = setup
+    assert main(["compare", "--config", str(config), logical, "--queries", str(queries), "--min-overlap", "0.9"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"route {logical}: blue {blue}, green {green}, top 10, 3 queries"
+    assert out[-1] == "FAIL: mean overlap@10 0.850 < --min-overlap 0.9"
+
+
+def test_compare_with_options_writes_to_the_given_stream(setup):
+    import io
+
+    from proxy.cli.compare import CompareOptions, UsageError, compare
+    from proxy.control.reload import read_config
+    from tests.support import free_port
+
+    logical, _, _, config_path, queries, _ = setup
+    config = read_config(str(config_path))[0]
+    out = io.StringIO()
+    options = CompareOptions(logical, str(queries), 3, None, True, config.upstream.url)
+    assert compare(config, options, out) == 0
+    assert json.loads(out.getvalue())["results"][0]["blue_ids"] == [0, 1, 2]
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    out = io.StringIO()
+    assert compare(config, CompareOptions(logical, str(queries), 3, None, False, nowhere), out) == 1
+    assert f"error: blue ({logical}_blue): no answer: " in out.getvalue()
+    assert "FAIL: 3 queries could not be compared" in out.getvalue()
+    with pytest.raises(UsageError, match="--k: must be >= 1"):
+        compare(config, CompareOptions(logical, str(queries), 0, None, False, nowhere), out)

@@ -5,6 +5,7 @@ secrets, the configs they ship). Neither Docker nor a cluster runs here: these c
 from __future__ import annotations
 
 import json
+import os
 import re
 from fnmatch import fnmatch
 import subprocess
@@ -18,13 +19,20 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
-from routing.config import parse_config
+from proxy.server import ADMIN_GRACE_SECONDS, CUT_OFF_ANSWER_SECONDS
+from routing.config import parse_config, parse_duration
 from tests.support import REPO_ROOT, RunningProxy, ServerProcess, free_port, qdrant_client
 
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 KUBERNETES = DEPLOY / "kubernetes"
 ADMIN_TOKEN = "test-token"
+# What the deployments pass to the proxy from their Secret / environment.
+DEPLOYMENT_ENV = {
+    "BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN,
+    "BLUEGREEN_READER_KEY": "test-reader-key-4f1c",
+    "BLUEGREEN_INGEST_KEY": "test-ingest-key-9a2e",
+}
 
 
 def check_compose_schema(path: Path) -> subprocess.CompletedProcess:
@@ -40,7 +48,7 @@ def compose() -> dict:
 
 
 def proxy_config(text: str, monkeypatch, **env: str):
-    for name, value in {"BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN, **env}.items():
+    for name, value in {**DEPLOYMENT_ENV, **env}.items():
         monkeypatch.setenv(name, value)
     return parse_config(text)
 
@@ -75,21 +83,27 @@ def test_compose_wiring(monkeypatch):
     for service in ("prometheus", "grafana"):
         assert re.fullmatch(r"[\w/.-]+:v?\d+\.\d+\.\d+", services[service]["image"]), services[service]["image"]
 
-    # The proxy: built from the Dockerfile, the config mounted as a directory, the state on a volume.
+    # The proxy: built from the Dockerfile, the config mounted as a directory, the state in Qdrant.
     proxy = services["proxy"]
     assert (DEPLOY / proxy["build"]["context"] / proxy["build"]["dockerfile"]).resolve() == REPO_ROOT / "Dockerfile"
     config_mount = next(v for v in proxy["volumes"] if isinstance(v, dict) and v["target"] == "/etc/bluegreen")
     config_dir = DEPLOY / config_mount["source"]
     assert config_dir.is_dir(), "the config is mounted as a directory, so that edits reach the proxy"
     assert proxy["command"][-1] == "/etc/bluegreen/bluegreen.yaml"
-    assert "proxy-state:/var/lib/bluegreen" in proxy["volumes"]
     config = proxy_config((config_dir / "bluegreen.yaml").read_text(), monkeypatch)
+    assert config.state.store == "qdrant" and len(proxy["volumes"]) == 1, "no volume for the state"
     assert config.upstream.url == f"http://qdrant:{qdrant_port}"
     assert config.listen.host == config.admin.host == "0.0.0.0"  # Prometheus scrapes from its own container
     assert config.admin.token == ADMIN_TOKEN  # from the environment, never in the file
     assert f"{config.listen.port}:{config.listen.port}" in proxy["ports"]
     assert f"127.0.0.1:{config.admin.port}:{config.admin.port}" in proxy["ports"]  # the admin port stays on the host
     assert config.routes, "the stack comes with a route to try"
+    # The data port is published on every interface: clients authenticate with keys from the environment.
+    assert config.clients is not None and config.clients.anonymous == "none"
+    for name in ("BLUEGREEN_READER_KEY", "BLUEGREEN_INGEST_KEY"):
+        assert name in proxy["environment"] and "${" + name in proxy["environment"][name]
+    demo = services["demo-traffic"]
+    assert demo["environment"]["BLUEGREEN_API_KEY"].startswith("${BLUEGREEN_READER_KEY")
 
     # Prometheus scrapes the proxy's admin port and loads the rule file; Grafana gets the dashboard.
     prometheus_config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
@@ -160,8 +174,7 @@ def test_kubernetes_wiring(monkeypatch):
 
     # The shipped config is valid, and its ports are the container's.
     env = {e["name"]: e for e in container["env"]}
-    config = proxy_config(configmap["data"]["bluegreen.yaml"], monkeypatch,
-                          BLUEGREEN_STATE_FILE=env["BLUEGREEN_STATE_FILE"]["value"])
+    config = proxy_config(configmap["data"]["bluegreen.yaml"], monkeypatch)
     assert (config.listen.port, config.admin.port) == (ports["data"], ports["admin"])
     assert config.listen.host == config.admin.host == "0.0.0.0"  # probes and Prometheus come from outside the pod
     assert config.admin.token == ADMIN_TOKEN
@@ -179,23 +192,21 @@ def test_kubernetes_wiring(monkeypatch):
     assert container["args"][-1] == "/etc/bluegreen/bluegreen.yaml"
     assert "bluegreen.yaml" in configmap["data"]
 
-    # Secrets via env from the Secret; nothing secret in the ConfigMap.
+    # Secrets via env from the Secret; nothing secret in the ConfigMap. Clients authenticate with its keys.
     secret = m["Secret"]
-    for name in ("BLUEGREEN_ADMIN_TOKEN", "QDRANT_API_KEY"):
+    for name in ("BLUEGREEN_ADMIN_TOKEN", "QDRANT_API_KEY", "BLUEGREEN_READER_KEY", "BLUEGREEN_INGEST_KEY"):
         reference = env[name]["valueFrom"]["secretKeyRef"]
         assert reference["name"] == secret["metadata"]["name"] and reference["key"] in secret["stringData"]
     assert "${BLUEGREEN_ADMIN_TOKEN}" in configmap["data"]["bluegreen.yaml"]
+    assert {key.key.get_secret_value() for key in config.clients.api_keys} == {
+        DEPLOYMENT_ENV["BLUEGREEN_READER_KEY"], DEPLOYMENT_ENV["BLUEGREEN_INGEST_KEY"]}
 
-    # Non-root, read-only root filesystem, the state file on a writable (shared) volume.
+    # Non-root, read-only root filesystem; the state in Qdrant, no volume claim.
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    state_dir = str(Path(env["BLUEGREEN_STATE_FILE"]["value"]).parent)
-    state_volume = volumes[mounts[state_dir]["name"]]
-    claim = m["PersistentVolumeClaim"]
-    assert state_volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "replicas share the state file"
-    assert not mounts[state_dir].get("readOnly")
+    assert (config.state.store, config.state.collection) == ("qdrant", "bluegreen_state")
+    assert "PersistentVolumeClaim" not in m and not any("persistentVolumeClaim" in v for v in pod["volumes"])
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
 
     # The Service: the data port only.
@@ -220,6 +231,45 @@ def test_kubernetes_wiring(monkeypatch):
     assert annotations["prometheus.io/port"] == str(ports["admin"])
 
 
+def test_kubernetes_termination_waits_for_the_prestop_pause_and_the_proxys_grace(monkeypatch):
+    """The kubelet runs preStop (endpoints drain meanwhile), then SIGTERM: the proxy's grace time and
+    its admin listener's close must fit in what is left of terminationGracePeriodSeconds."""
+    m = manifests()
+    pod = m["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pause = float(command[1])
+    assert pause >= 5, "long enough for kube-proxy and ingresses to drop the endpoint"
+    config = proxy_config(m["ConfigMap"]["data"]["bluegreen.yaml"], monkeypatch)
+    assert config.shutdown_grace_period >= config.upstream.timeout
+    after_grace = CUT_OFF_ANSWER_SECONDS + ADMIN_GRACE_SECONDS
+    assert pod["terminationGracePeriodSeconds"] >= pause + config.shutdown_grace_period + after_grace
+
+
+def test_compose_stop_grace_covers_the_proxys_grace(monkeypatch):
+    proxy = compose()["services"]["proxy"]
+    config = proxy_config((DEPLOY / "compose" / "bluegreen.yaml").read_text(), monkeypatch)
+    assert config.shutdown_grace_period >= config.upstream.timeout
+    assert parse_duration(proxy["stop_grace_period"]) >= config.shutdown_grace_period + CUT_OFF_ANSWER_SECONDS + ADMIN_GRACE_SECONDS
+
+
+def test_kubernetes_file_store_component(monkeypatch):
+    """The alternative: the file store on a ReadWriteMany claim, as the file-store component patches it in."""
+    component = yaml.safe_load((KUBERNETES / "file-store" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    claim = yaml.safe_load((KUBERNETES / "file-store" / component["resources"][0]).read_text())
+    kubernetes_validate.validate(claim, latest_version(), strict=True)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "replicas share the state file"
+    operations = yaml.safe_load(component["patches"][0]["patch"])
+    added = {operation["path"].rsplit("/", 2)[-2]: operation["value"] for operation in operations if operation["op"] == "add"}
+    env = {o["value"]["name"]: o["value"]["value"] for o in operations if o["path"].endswith("/env/-")}
+    assert added["volumes"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert Path(env["BLUEGREEN_STATE_FILE"]).parent == Path(added["volumeMounts"]["mountPath"])
+    config = proxy_config(manifests()["ConfigMap"]["data"]["bluegreen.yaml"], monkeypatch, **env)
+    assert (config.state.store, config.state.path) == ("file", env["BLUEGREEN_STATE_FILE"])
+
+
 # ------------------------------------------------------------------ the shipped configs, running
 
 def shipped_configs() -> dict[str, str]:
@@ -241,7 +291,8 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
     (config_dir / "bluegreen.yaml").write_text(shipped_configs()[where])
     data_port, admin_port = free_port(), free_port()
     admin_url = f"http://127.0.0.1:{admin_port}"
-    env = {"BLUEGREEN_ADMIN_TOKEN": ADMIN_TOKEN, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": ""}
+    env = {**DEPLOYMENT_ENV, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": "",
+           "BLUEGREEN_STATE_STORE": "file"}  # the Qdrant store (the default) needs a reachable upstream
 
     def proxy_process() -> ServerProcess:
         return ServerProcess(
@@ -273,17 +324,36 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
     assert ADMIN_TOKEN not in (tmp_path / "proxy.log").read_text()
 
 
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+def test_shipped_config_passes_the_proxys_own_check(where, tmp_path):
+    """`bluegreen-proxy check` on each shipped config, with the environment its deployment gives it:
+    valid, and no warning (the data port listens on 0.0.0.0, so clients authenticate at the proxy)."""
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(shipped_configs()[where])
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "check", "--config", str(config)],
+        capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, **DEPLOYMENT_ENV}, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "WARNING" not in done.stdout + done.stderr
+    assert "clients: 2 api key(s), no jwt, anonymous none" in done.stdout
+    for secret in DEPLOYMENT_ENV.values():
+        assert secret not in done.stdout + done.stderr
+
+
 def test_compose_demo_builds_both_colours_and_sends_traffic_through_the_proxy(tmp_path, embedded_upstream):
-    """deploy/compose-demo/traffic.py, as the demo profile runs it, against the embedded upstream and a proxy."""
+    """deploy/compose-demo/traffic.py, as the demo profile runs it (its key from the environment), against
+    the embedded upstream and a proxy that authenticates clients as the shipped compose config does."""
     tag = uuid.uuid4().hex[:8]
     route, blue, green = f"demo_{tag}", f"demo_{tag}_v1", f"demo_{tag}_v2"
     routes = f"  {route}:\n    blue: {blue}\n    green: {green}\n    green_percent: 50\n    preflight: {{recheck: 1s}}\n"
-    with RunningProxy(tmp_path / "proxy", embedded_upstream, routes) as proxy:
+    clients = "clients: {api_keys: [{key: demo-reader-key, access: r}], anonymous: none}\n"
+    with RunningProxy(tmp_path / "proxy", embedded_upstream, routes, extra_yaml=clients) as proxy:
         done = subprocess.run(
             [sys.executable, str(DEPLOY / "compose-demo" / "traffic.py"), "--qdrant", embedded_upstream, "--proxy", proxy.url,
              "--route", route, "--blue", blue, "--green", green, "--points", "300", "--dim", "16",
              "--rate", "60", "--users", "200", "--duration", "4"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, env={**os.environ, "BLUEGREEN_API_KEY": "demo-reader-key"},
         )
         assert done.returncode == 0, done.stdout + done.stderr
         served = json.loads(done.stdout.strip().splitlines()[-1].removeprefix("served: "))

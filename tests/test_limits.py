@@ -1,4 +1,4 @@
-"""Client connections and request heads are bounded (proxy.protocol): real sockets against a real
+"""Client connections and request heads are bounded (proxy.dataplane.protocol): real sockets against a real
 proxy process, the upstream a raw recording server (tests.raw_upstream)."""
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def test_clients_are_served_while_thousands_of_idle_connections_are_open(limited
 
 
 def test_connection_limits_are_bound_at_start_up_and_validated():
-    from proxy.reload import _restart_only_changes
+    from proxy.control.reload import _restart_only_changes
     from routing.config import ConfigError, parse_config
 
     base = "upstream: {url: 'http://127.0.0.1:1'}\nroutes: {}\n"

@@ -13,8 +13,9 @@ import uuid
 import pytest
 from qdrant_client import QdrantClient, models
 
-from proxy.migrate.checkpoint import Checkpoint
-from proxy.migrate.layout import green_create_request, same_vector
+from proxy.cli.migrate.checkpoint import Checkpoint
+from proxy.cli.migrate.green_layout import green_create_request
+from proxy.cli.migrate.point_compare import same_vector
 from tests.faults import clear_faults, set_fault, start_fault_proxy
 from tests.support import REPO_ROOT, qdrant_client, wait_until
 
@@ -153,7 +154,7 @@ def test_green_create_request_from_a_real_qdrant_info_document():
 def test_progress_plain_lines_rate_and_eta():
     import io
 
-    from proxy.migrate.progress import Progress
+    from proxy.cli.migrate.progress import Progress
 
     now = [100.0]
     out = io.StringIO()
@@ -469,7 +470,7 @@ def test_reembed_backfill_into_a_collection_of_another_dimension(embedded_upstre
     """BLUE holds 8-dim vectors; GREEN gets WordLlama's 256-dim embedding of each point's text."""
     import asyncio
 
-    from proxy.embedders import build_embedders
+    from proxy.embedding.embedders import build_embedders
     from routing.config import parse_config
 
     blue, green = names
@@ -544,7 +545,7 @@ def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path, monkeypatc
     import argparse
     import asyncio
 
-    from proxy.migrate.client import MigrateError, QdrantRest, Target
+    from proxy.cli.migrate.connection import MigrateError, Target
     from tests.support import ServerProcess, free_port
 
     config = tmp_path / "bluegreen.yaml"
@@ -565,7 +566,7 @@ def test_connection_flags_upstream_wins_and_the_key_is_sent(tmp_path, monkeypatc
 
     with ServerProcess([sys.executable, "-m", "tests.echo_upstream", "--port", str(port)], echo_url + "/", tmp_path / "echo.log"):
         async def call() -> dict:
-            async with QdrantRest(target) as qdrant:
+            async with target.client() as qdrant:
                 return await qdrant.call("GET", "/collections/my%20coll")
 
         echoed = asyncio.run(call())

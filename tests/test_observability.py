@@ -260,3 +260,103 @@ def test_dashboard_queries_and_rules_against_a_live_prometheus(tmp_path, embedde
             # The data the rules read is there: the route's manual rollbacks were counted.
             rollbacks = prometheus.query(f'sum(bluegreen_rollbacks_total{{route="{route}",reason="manual"}})')["data"]["result"]
             assert float(rollbacks[0]["value"][1]) == 2
+
+
+# ------------------------------------------------------------------ event counters from zero
+
+ROLLBACK_REASONS = ("error_rate", "latency", "empty_results", "overlap", "manual")
+UPSTREAM_ERROR_KINDS = ("timeout", "connect", "5xx", "too_large", "overloaded")
+EMBED_ERROR_KINDS = ("timeout", "connect", "status", "response", "dimensions", "model", "closed")
+
+
+SERIES_LABELS = {
+    "bluegreen_rollbacks_total": ("route", "reason"),
+    "bluegreen_failovers_total": ("route",),
+    "bluegreen_upstream_errors_total": ("route", "color", "collection", "kind"),
+    "bluegreen_config_reloads_total": ("result",),
+    "bluegreen_embed_errors_total": ("embedder", "kind"),
+}
+
+
+def samples(exposition: str, name: str) -> dict[tuple[str, ...], float]:
+    """The samples of one metric: its label values (SERIES_LABELS order) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        tuple(sample.labels[label] for label in SERIES_LABELS[name]): sample.value
+        for family in text_string_to_metric_families(exposition) for sample in family.samples if sample.name == name
+    }
+
+
+def test_event_counters_are_exported_at_zero_for_every_known_route(tmp_path):
+    """A counter that first appears at 1 has no increase() in Prometheus: the alert and the dashboard
+    miss the first event. Every known route x reason (and the other event counters) starts at 0, and
+    a route added by a reload gets its series at once; unknown names get none (bounded labels)."""
+    from tests.raw_upstream import RawUpstream, keep_alive_json
+    from tests.support import route_yaml
+
+    embedders = "embedders: {svc: {type: openai, model: m, url: 'http://127.0.0.1:9/v1', dimensions: 4}}\n"
+    docs = route_yaml("docs", "docs_v1", "docs_v2", 10)
+    with RawUpstream(keep_alive_json) as upstream, RunningProxy(tmp_path / "proxy", upstream.url, docs, extra_yaml=embedders) as proxy:
+        exposition = proxy.metrics_text()
+        assert samples(exposition, "bluegreen_rollbacks_total") == {("docs", reason): 0 for reason in ROLLBACK_REASONS}
+        assert samples(exposition, "bluegreen_failovers_total") == {("docs",): 0}
+        expected_errors = {
+            (route, colour, collection, kind): 0
+            for route, colour, collection in (("docs", "blue", "docs_v1"), ("docs", "green", "docs_v2"), ("_unrouted", "none", "_unrouted"))
+            for kind in UPSTREAM_ERROR_KINDS
+        }
+        assert samples(exposition, "bluegreen_upstream_errors_total") == expected_errors
+        assert samples(exposition, "bluegreen_config_reloads_total") == {("success",): 0, ("failure",): 0}
+        assert samples(exposition, "bluegreen_embed_errors_total") == {("svc", kind): 0 for kind in EMBED_ERROR_KINDS}
+
+        # Traffic to an unknown collection adds no series of its own.
+        with urllib.request.urlopen(proxy.url + "/collections/invented_name/points/count", data=b"{}", timeout=5):
+            pass
+        proxy.write_routes(docs + route_yaml("faq", "faq_v1", "faq_v2", 0))
+        wait_until(lambda: ("faq", "manual") in samples(proxy.metrics_text(), "bluegreen_rollbacks_total"), timeout=10)
+        exposition = proxy.metrics_text()
+        rollbacks = samples(exposition, "bluegreen_rollbacks_total")
+        assert rollbacks == {(route, reason): 0 for route in ("docs", "faq") for reason in ROLLBACK_REASONS}
+        assert samples(exposition, "bluegreen_failovers_total") == {("docs",): 0, ("faq",): 0}
+        errors = samples(exposition, "bluegreen_upstream_errors_total")
+        assert {key for key in errors if key[0] == "faq"} == {
+            ("faq", colour, collection, kind) for colour, collection in (("blue", "faq_v1"), ("green", "faq_v2")) for kind in UPSTREAM_ERROR_KINDS
+        }
+        assert not any("invented_name" in key for key in errors)
+        assert samples(exposition, "bluegreen_config_reloads_total") == {("success",): 1, ("failure",): 0}
+
+
+@needs_prometheus
+def test_first_automatic_rollback_fires_the_alert_on_a_live_prometheus(tmp_path, proxies, faulty_upstream):
+    """What the promtool tests cannot see: the series a real proxy exports. Prometheus scrapes a proxy
+    whose route has never rolled back; green starts failing, the guard rolls the route back once, and
+    BluegreenAutomaticRollback fires for it."""
+    from tests.faults import clear_faults, set_fault
+    from tests.support import route_yaml
+    from tests.test_proxy import make_collections
+    from tests.test_safety import FAST_GUARD, drive_until
+
+    fault_url, upstream_url = faulty_upstream
+    tag = uuid.uuid4().hex[:8]
+    logical, blue, green = f"alert_{tag}", f"alert_{tag}_blue", f"alert_{tag}_green"
+    make_collections(upstream_url, blue, green)
+    proxy = proxies(route_yaml(logical, blue, green, 50, guard=FAST_GUARD % ""))
+    prometheus = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{proxy.admin_port}")
+    try:
+        with prometheus.server:
+            def scraped(expr: str) -> bool:
+                return bool(prometheus.query(expr).get("data", {}).get("result"))
+
+            wait_until(lambda: scraped('count_over_time(up{job="bluegreen-proxy"}[1m]) >= 3'), timeout=20, interval=0.3)
+            set_fault(fault_url, green, status=503)
+            drive_until(proxy, logical, lambda route: route["state"] == "rolled_back")
+
+            def firing() -> list[dict]:
+                alerts = prometheus.api("alerts")["data"]["alerts"]
+                return [a for a in alerts if a["labels"]["alertname"] == "BluegreenAutomaticRollback" and a["state"] == "firing"]
+
+            alerts = wait_until(firing, timeout=20, interval=0.3)
+            assert [(a["labels"]["route"], a["labels"]["reason"]) for a in alerts] == [(logical, "error_rate")]
+    finally:
+        clear_faults(fault_url)

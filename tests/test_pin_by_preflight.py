@@ -11,9 +11,10 @@ import httpx
 import pytest
 from qdrant_client import models
 
-from proxy.live import LiveConfig
+from proxy.dataplane.live import LiveConfig
 from proxy.metrics import Metrics
-from proxy.safety import SafetyController
+from proxy.control.rollout_controller import RolloutController
+from proxy.control.rollout_store import FileStateStore, StateFile
 from routing.config import Preflight, parse_config
 from routing.preflight import VectorSizes, evaluate_preflight
 from tests.support import RunningProxy, metric_value, qdrant_client, wait_until
@@ -82,7 +83,7 @@ def test_the_controller_publishes_sizes_only_once_preflight_has_read_them(tmp_pa
             "routes:\n  docs: {blue: a, green: b, green_percent: 50, preflight: {recheck: 1s}}\n"
             "  same: {blue: c, green: d, green_percent: 50, preflight: {recheck: 1s}}\n", environ={})
         live = LiveConfig.initial(config, "hash-1", str(tmp_path / "bluegreen.yaml"))
-        safety = SafetyController(live, Metrics(), fetch, tmp_path / "state.json")
+        safety = RolloutController(live, Metrics(), fetch, FileStateStore(StateFile(tmp_path / "state.json")), {})
         assert live.snapshot.vector_sizes == {}  # before preflight: nothing is pinned
         safety.step()  # starts both routes' checks
         for _ in range(50):

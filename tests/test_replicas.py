@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from proxy.rollout_store import StateFile
+from proxy.control.rollout_store import StateFile
 from tests.support import route_yaml, wait_until
 from tests.test_rollout_store import record
 from tests.test_safety import (  # noqa: F401 - collections is a fixture

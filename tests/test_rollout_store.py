@@ -1,16 +1,21 @@
 """The shared rollout state: the pure merge rule (routing.replicas) and the state file's I/O
-(proxy.rollout_store) under concurrent writers in separate processes."""
+(proxy.control.rollout_store) under concurrent writers in separate processes."""
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
-from proxy.rollout_store import KEEP_FINGERPRINTS, StateFile, StateFileError
+from proxy.control.rollout_store import KEEP_FINGERPRINTS, StateFile, StateFileError
 from routing.replicas import decisions, merge, merge_rollback
+from tests.support import REPO_ROOT
 
 LATCH_A = {"reason": "manual", "detail": "a", "figures": None, "since": 100.0}
 LATCH_B = {"reason": "error_rate", "detail": "b", "figures": {"green": 0.5}, "since": 105.0}
@@ -138,3 +143,53 @@ def test_owns_its_file_lock_and_temp_files_only(tmp_path):
         "bluegreen.state.json", "bluegreen.state.json.lock", ".bluegreen.state.json.k2j3_x.tmp"))
     assert not state_file.owns(str(tmp_path / "bluegreen.yaml"))
     assert not os.path.exists(tmp_path / "bluegreen.state.json.lock")
+
+
+# ---------------------------------------------------------------- the file store never destroys what it did not write
+
+
+def test_a_state_file_that_is_something_else_is_refused_at_start_and_left_alone(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a state file\n")
+    config = tmp_path / "bluegreen.yaml"
+    config.write_text(f"state_file: {notes}\nroutes: {{}}\n")
+    for path, problem in ((notes, "is not a bluegreen-proxy state file"), (config, "is the config file")):
+        config.write_text(f"state_file: {path}\nroutes: {{}}\n")
+        before = path.read_bytes()
+        started = subprocess.run(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert started.returncode == 2, started.stderr
+        assert f"state_file: state file {path}" in started.stderr and problem in started.stderr
+        assert path.read_bytes() == before
+        assert not path.with_name(path.name + ".lock").exists()
+
+
+def test_a_state_file_that_is_empty_or_ours_is_used(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.touch()
+    StateFile(empty).prepare(str(tmp_path / "bluegreen.yaml"))
+    ours = tmp_path / "ours.json"
+    StateFile(ours).save({("docs", "f1"): record()}, {})
+    StateFile(ours).prepare(str(tmp_path / "bluegreen.yaml"))
+
+
+def test_the_state_file_and_its_lock_are_private_to_the_proxy(tmp_path):
+    state_file = StateFile(tmp_path / "s.json")
+    state_file.save({("docs", "f1"): record()}, {})
+    assert stat.S_IMODE(os.stat(state_file.path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(state_file.lock_path).st_mode) == 0o600
+
+
+def test_temp_files_a_crash_left_are_removed_at_start(tmp_path):
+    state_file = StateFile(tmp_path / "s.json")
+    state_file.save({("docs", "f1"): record()}, {})
+    stale = [tmp_path / ".s.json.abc123.tmp", tmp_path / ".s.json.k_9x.tmp"]
+    for path in stale:
+        path.write_text('{"half": ')
+    unrelated = tmp_path / ".other.json.abc.tmp"
+    unrelated.write_text("x")
+    state_file.prepare(str(tmp_path / "bluegreen.yaml"))
+    assert not any(path.exists() for path in stale)
+    assert unrelated.exists() and state_file.read() == {("docs", "f1"): {**record(), "version": 1, "saved_at": ANY}}

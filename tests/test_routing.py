@@ -9,7 +9,7 @@ import pytest
 
 from routing.config import ConfigError, parse_config
 from routing.operations import OPERATIONS, Kind, classify
-from routing.rewrite import rewrite_body_collections
+from routing.rewrite import UnreadableBody, rewrite_body_collections
 from routing.table import BLUE, GREEN, RouteTable, bucket, rewrite_path, split_collection_path, threshold_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -254,4 +254,7 @@ def test_with_lookup_as_string_or_object_and_batches():
 def test_bodies_without_references_are_not_touched():
     assert rewrite_body_collections(b'{"query":[0.1],"limit":5}', physical("green")) is None
     assert rewrite_body_collections(b'{"lookup_from":{"collection":"unrouted"}}', physical("green")) is None
-    assert rewrite_body_collections(b'{"lookup_from": not json', physical("green")) is None
+    with pytest.raises(UnreadableBody):  # must be read, cannot be: refused, never forwarded unchecked
+        rewrite_body_collections(b'{"lookup_from": not json', physical("green"))
+    with pytest.raises(UnreadableBody):
+        rewrite_body_collections(b'{"lookup_from":{"collection":"docs\xff"}}', physical("green"))

@@ -421,3 +421,66 @@ def test_the_shadow_carries_the_credentials_of_the_answered_read(tmp_path, authe
         assert searches[2:] == [("kb_blue", None), ("kb_green", None)]  # the proxy's key lent to no one
     # The vector-size look-ups are the proxy's own calls: its own key.
     assert {key for method, _, key in upstream.seen if method == "GET"} == {"proxy-secret"}
+
+
+# ---------------------------------------------------------------- in process (proxy.dataplane.shadow alone)
+
+
+def test_a_sampled_read_is_sent_in_the_other_colours_form_and_compared_in_process():
+    """ShadowSender with the data path's own UpstreamForms, against a raw upstream: the other colour gets
+    its collection and its lookups mapped for it, and the pair is scored."""
+    import json
+
+    from proxy.dataplane.live import Snapshot
+    from proxy.dataplane.read_bodies import ReadBodies
+    from proxy.dataplane.request import Request
+    from proxy.dataplane.shadow import ShadowSender
+    from proxy.dataplane.upstream import UpstreamClient, UpstreamResponse
+    from proxy.dataplane.upstream_form import UpstreamForms
+    from proxy.metrics import Metrics
+    from routing.config import parse_config
+    from routing.operations import classify
+    from tests.raw_upstream import RawUpstream, response
+
+    def points(ids):
+        return json.dumps({"result": {"points": [{"id": i, "score": 1.0} for i in ids]}, "status": "ok", "time": 0}).encode()
+
+    async def green_answers(conn) -> None:
+        while (request := await conn.read_request()) is not None:
+            await conn.write(response(body=points([0, 1, 2, 9]) if b"/points/query" in request.request_line else b"{}"))
+
+    class Pairs:
+        def __init__(self):
+            self.pairs = []
+
+        def observe_pair(self, route, overlaps, green_empty, blue_empty):
+            self.pairs.append((route, overlaps, green_empty, blue_empty))
+
+    with RawUpstream(green_answers) as upstream:
+        config = parse_config(
+            f"upstream: {{url: '{upstream.url}'}}\nroutes:\n"
+            "  docs: {blue: docs_v1, green: docs_v2, green_percent: 50, shadow: {sample: 1, k: 4}}\n"
+        )
+        snapshot, metrics, pairs = Snapshot.of(config, 1, "h"), Metrics(), Pairs()
+        client = UpstreamClient(upstream.url, config.upstream)
+        read_bodies = ReadBodies()
+        sender = ShadowSender(client, metrics, pairs, UpstreamForms(None, read_bodies))
+        body = b'{"query":[1],"lookup_from":{"collection":"docs"}}'
+        request = Request("POST", b"/collections/docs/points/query", b"", {}, [], body, 0.0, snapshot, 0.0)
+        request.canonical = request.path
+        request.route = snapshot.table.lookup(b"docs")
+        request.operation, request.kind = classify("POST", "points/query")
+        request.upstream_seconds = 0.01
+
+        async def run() -> None:
+            sender.after_read(request, "blue", False, UpstreamResponse(200, [], points([0, 1, 2, 3])))
+            await asyncio.gather(*sender._tasks)
+            await client.close()
+
+        asyncio.run(run())
+        read_bodies.close()
+    [shadowed] = [seen for seen in upstream.seen if b"/points/query" in seen.request_line]
+    assert shadowed.request_line.startswith(b"POST /collections/docs_v2/points/query")
+    assert json.loads(shadowed.body)["lookup_from"] == {"collection": "docs_v2"}
+    assert pairs.pairs == [("docs", [0.75], False, False)]
+    assert metric_value(metrics.exposition().decode(), "bluegreen_shadow_requests_total", route="docs", result="compared") == 1

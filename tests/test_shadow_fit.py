@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.shadow import fits, raw_vectors, vector_sizes
+from routing.vector_sizes import fits, raw_vectors, vector_sizes
 
 V3 = [0.1, 0.2, 0.3]
 V2 = [0.5, 0.5]

@@ -18,7 +18,7 @@ import uuid
 import pytest
 from qdrant_client import models
 
-from proxy.status_view import ColourCounts, RecentFigures, Sample, histogram_quantile
+from proxy.cli.status_view import ColourCounts, RecentFigures, Sample, histogram_quantile
 from tests.faults import set_fault, start_fault_proxy
 from tests.support import REPO_ROOT, RunningProxy, qdrant_client, wait_until
 

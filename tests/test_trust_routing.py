@@ -332,3 +332,4 @@ def test_alias_actions_naming_a_route_are_refused():
 def test_health_probes_are_qdrants_own_whitelist():
     assert is_health_probe(b"/healthz") and is_health_probe(b"/readyz") and is_health_probe(b"/livez")
     assert not is_health_probe(b"/") and not is_health_probe(b"/healthz/x") and not is_health_probe(b"/collections")
+    assert not is_health_probe(b"/readyz/x") and not is_health_probe(b"/livezz")

@@ -182,15 +182,17 @@ def test_answer_past_max_response_bytes_is_a_502_naming_the_limit(raw):
     assert httpx.get(proxy.url + "/after-large").status_code == 200
 
 
-def test_deeply_nested_body_with_lookup_from_goes_upstream_unchanged_without_an_error(raw):
-    """Too deep to look into (routing.rewrite gives up on RecursionError): Qdrant judges it, as it
-    would any body it cannot read; the proxy neither fails (500) nor logs."""
+def test_deeply_nested_body_with_lookup_from_is_refused_without_an_error(raw):
+    """Too deep to look into (RecursionError): its `lookup_from` must be rewritten and cannot be, so it
+    is refused with 400 in Qdrant's envelope (issue 23: fail closed; Qdrant's own parser stops far
+    sooner), never forwarded unchecked; the proxy neither fails (500) nor logs."""
     upstream, proxy = raw
     body = b'{"lookup_from":{"collection":"docs"},"query":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
     log_before = proxy.server.log()
+    seen_before = len(upstream.seen)
     answer = httpx.post(proxy.url + "/collections/docs/points/query", content=body)
-    assert answer.status_code == 200
-    assert upstream.seen[-1].body == body
+    assert answer.status_code == 400 and "not JSON bluegreen-proxy can read" in answer.json()["status"]["error"]
+    assert len(upstream.seen) == seen_before
     assert proxy.server.log()[len(log_before):] == ""
 
 

@@ -4,7 +4,9 @@ One EdgeShard per collection under a data directory, aliases in a JSON file besi
 qdrant-client (REST) works against it unchanged; the proxy's tests, benchmarks and demo use it where
 no Qdrant server can run. Production points the proxy at a real Qdrant.
 
-    python -m bluegreen_dev.embedded --data DIR [--host 127.0.0.1] [--port 6334]
+    python -m bluegreen_dev.embedded --data DIR [--host 127.0.0.1] [--port 6334] [--grpc-port N]
+
+With --grpc-port it also speaks Qdrant's gRPC API (qdrant-client with prefer_grpc=True) on that port.
 """
 from __future__ import annotations
 
@@ -23,12 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="data directory (one shard per collection)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6334)
+    parser.add_argument("--grpc-port", type=int, help="also serve Qdrant's gRPC API on this port (default: no gRPC)")
     args = parser.parse_args(argv)
 
     import uvicorn
 
     try:
-        app = create_app(args.data)
+        app = create_app(args.data, None if args.grpc_port is None else (args.host, args.grpc_port))
     except RuntimeError as exc:  # e.g. the data directory is in use by another server
         print(f"embedded upstream: {exc}", file=sys.stderr)
         return 1

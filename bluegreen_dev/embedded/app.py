@@ -10,18 +10,18 @@ import gzip
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote
 
 import qdrant_edge as qe
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter
 from qdrant_client.http import models
 
 from bluegreen_dev.embedded import convert, writes
 from bluegreen_dev.embedded.convert import edge_id, id_json, record_json, scored_point_json
 from bluegreen_dev.embedded.errors import ApiError, from_edge, not_found, unsupported
+from bluegreen_dev.embedded.request import Request
 from bluegreen_dev.embedded.store import Collection, Store
 
 log = logging.getLogger(__name__)
@@ -35,36 +35,6 @@ _POINT_INSERT = TypeAdapter(models.PointInsertOperations)
 _POINTS_SELECTOR = TypeAdapter(models.PointsSelector)
 # What qdrant-edge raises (plain Exception) or its argument conversion raises; anything else is a bug here.
 _EDGE_ERRORS = (Exception, ValueError, TypeError)
-
-
-@dataclass(slots=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: bytes
-    collection_name: str | None = None
-    path_param: str | None = None
-
-    def json(self) -> Any:
-        if not self.body.strip():
-            return {}
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"Format error in JSON body: {exc}") from None
-
-    def parse(self, model: Any) -> Any:
-        """The body as a qdrant-client model (or TypeAdapter of a union), so shapes are exactly Qdrant's."""
-        body = self.json()
-        try:
-            return model.validate_python(body) if isinstance(model, TypeAdapter) else model.model_validate(body)
-        except ValidationError as exc:
-            raise ApiError(422, f"Validation error in JSON body: {_validation_summary(exc)}") from None
-
-    @property
-    def wait(self) -> bool:
-        return self.query.get("wait", ["false"])[-1].lower() == "true"
 
 
 class PlainText(str):
@@ -84,16 +54,9 @@ class FileResult:
 
 
 FILE_CHUNK = 1 << 20
+GRPC_GRACE_SECONDS = 2.0
 # Qdrant answers CORS preflights itself (actix-cors: any origin, method and header).
 CORS_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-
-
-def _validation_summary(exc: ValidationError, limit: int = 3) -> str:
-    errors = exc.errors(include_url=False)
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:limit]]
-    if len(errors) > limit:
-        parts.append(f"... {len(errors) - limit} more")
-    return "[" + "; ".join(parts) + "]"
 
 
 def _path_segments(scope: dict) -> list[str]:
@@ -114,10 +77,13 @@ def _update_result(operation_id: int, wait: bool) -> dict:
 
 class EmbeddedQdrant:
     """ASGI app. The store opens in the constructor (so the app also works without a lifespan) and
-    closes on lifespan shutdown."""
+    closes on lifespan shutdown. With `grpc_address` (host, port), the lifespan also serves Qdrant's
+    gRPC API there, on the same event loop."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, grpc_address: tuple[str, int] | None = None):
         self.store = Store(data_dir)
+        self.grpc_address = grpc_address
+        self.grpc_server: Any = None
         self.root_routes: dict[tuple[str, tuple[str, ...]], Callable[[Request], Any]] = {
             ("GET", ()): self.version,
             ("GET", ("healthz",)): lambda _: PlainText("healthz check passed"),
@@ -180,11 +146,25 @@ class EmbeddedQdrant:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self._start_grpc()
+                except Exception as exc:  # noqa: BLE001 - e.g. the port is taken: fail the startup with why
+                    await send({"type": "lifespan.startup.failed", "message": f"gRPC listener: {exc}"})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.grpc_server is not None:
+                    await self.grpc_server.stop(grace=GRPC_GRACE_SECONDS)
                 self.store.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _start_grpc(self) -> None:
+        if self.grpc_address is None:
+            return
+        from bluegreen_dev.embedded.grpc_api import start_grpc_server  # grpcio only when asked for
+
+        self.grpc_server = await start_grpc_server(self, *self.grpc_address)
 
     async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
         started = time.perf_counter()
@@ -597,6 +577,7 @@ def accepts_gzip(accept_encoding: bytes) -> bool:
     return False
 
 
-def create_app(data_dir: str | Path) -> EmbeddedQdrant:
-    """The ASGI app serving the collections under `data_dir` (created if missing)."""
-    return EmbeddedQdrant(Path(data_dir))
+def create_app(data_dir: str | Path, grpc_address: tuple[str, int] | None = None) -> EmbeddedQdrant:
+    """The ASGI app serving the collections under `data_dir` (created if missing), and gRPC on
+    `grpc_address` (host, port) while its lifespan runs, if given."""
+    return EmbeddedQdrant(Path(data_dir), grpc_address)

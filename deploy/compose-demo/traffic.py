@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -29,11 +30,11 @@ def call(method: str, url: str, body: dict | None = None, headers: dict | None =
         return exc.code, None, exc.headers
 
 
-def wait_for(url: str, seconds: float) -> None:
+def wait_for(url: str, seconds: float, headers: dict | None = None) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            if call("GET", url, timeout=5)[0] == 200:
+            if call("GET", url, headers=headers, timeout=5)[0] == 200:
                 return
         except OSError:
             pass
@@ -68,7 +69,7 @@ def build(qdrant: str, blue: str, green: str, points: int, dim: int, seed: int) 
         print(f"{name}: {points} points of {dim} dimensions", flush=True)
 
 
-def traffic(proxy: str, route: str, dim: int, rate: float, users: int, duration: float, seed: int) -> Counter:
+def traffic(proxy: str, route: str, dim: int, rate: float, users: int, duration: float, seed: int, api_key: str) -> Counter:
     rng = random.Random(seed + 1)
     served: Counter = Counter()
     started = last_report = time.monotonic()
@@ -77,7 +78,7 @@ def traffic(proxy: str, route: str, dim: int, rate: float, users: int, duration:
         user = f"user-{rng.randrange(users)}"
         try:
             status, _, headers = call("POST", f"{proxy}/collections/{route}/points/query",
-                                      {"query": vector(rng, dim), "limit": 10}, {"x-user-id": user}, timeout=10)
+                                      {"query": vector(rng, dim), "limit": 10}, {"x-user-id": user, **key_header(api_key)}, timeout=10)
             served[headers.get("x-bluegreen-color") if status == 200 else f"http {status}"] += 1
         except OSError as exc:
             served[f"no answer ({type(exc).__name__})"] += 1
@@ -88,6 +89,10 @@ def traffic(proxy: str, route: str, dim: int, rate: float, users: int, duration:
             print(f"{sent} searches: " + ", ".join(f"{key} {count}" for key, count in sorted(served.items())), flush=True)
         time.sleep(max(0.0, started + sent / rate - time.monotonic()))
     return served
+
+
+def key_header(api_key: str) -> dict:
+    return {"api-key": api_key} if api_key else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,12 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--duration", type=float, default=0.0, help="seconds of traffic; 0: until stopped")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--api-key", default=os.environ.get("BLUEGREEN_API_KEY", ""),
+                        help="the key the searches send to the proxy (default: $BLUEGREEN_API_KEY)")
     args = parser.parse_args(argv)
 
     wait_for(f"{args.qdrant}/", 120)
     build(args.qdrant, args.blue, args.green, args.points, args.dim, args.seed)
-    wait_for(f"{args.proxy}/", 120)
-    served = traffic(args.proxy, args.route, args.dim, args.rate, args.users, args.duration, args.seed)
+    wait_for(f"{args.proxy}/", 120, key_header(args.api_key))
+    served = traffic(args.proxy, args.route, args.dim, args.rate, args.users, args.duration, args.seed, args.api_key)
     print("served: " + json.dumps(dict(served), sort_keys=True), flush=True)
     return 0
 

@@ -1,0 +1,1 @@
+"""Embedding backends: local models and OpenAI-compatible services, batched and cached."""
