@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import logging
 import os
 import random
 import secrets
@@ -659,9 +658,6 @@ async def _story(story: Story, data_dir: Path) -> int:
 
 
 def run(quick: bool = False, data_dir: Path | str = DEFAULT_DATA_DIR) -> int:
-    # The commands' output is the story, not their HTTP logs (wordllama's import would otherwise
-    # configure the root logger at INFO; basicConfig only acts once).
-    logging.basicConfig(level=logging.WARNING)
     try:
         data_dir = _prepare_data_dir(Path(data_dir))
     except (RuntimeError, OSError) as exc:
