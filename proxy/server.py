@@ -111,7 +111,8 @@ async def serve(
         embedded = EmbeddedUpstream(config.upstream.data_dir, config.upstream.embedded_port)
         await asyncio.to_thread(embedded.start)
         upstream_url, grpc_target = embedded.url, embedded.grpc_target
-        log.info("embedded upstream (development only) serving %s on %s", config.upstream.data_dir, upstream_url)
+        log.info("embedded upstream (development only) on %s, data in %s (Ctrl-C stops it with the proxy)",
+                 upstream_url, os.path.abspath(config.upstream.data_dir))
 
     try:
         return await _serve(config, content_hash, config_path, upstream_url, grpc_target, listen, admin, import_state)

@@ -25,7 +25,8 @@ def test_embedded_upstream_starts_with_the_proxy_and_stops_with_it(tmp_path):
         assert proxy.server.process.wait(30) == 0
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0, "the embedded upstream stopped with the proxy"
-    assert "embedded upstream (development only) serving" in proxy.server.log()
+    # The log says where the data went, as an absolute path (the config may name a relative one).
+    assert f"embedded upstream (development only) on http://127.0.0.1:{port}, data in {tmp_path / 'data'}" in proxy.server.log()
 
 
 def test_embedded_upstream_serves_the_proxys_grpc_listener(tmp_path):
