@@ -93,6 +93,17 @@ def start_embedded_upstream(
     return server.start(), url
 
 
+def start_echo_upstream(log_dir: Path, *options: str) -> tuple[ServerProcess, str]:
+    """The recording upstream (tests.echo_upstream) as a child process: (server, base URL)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(
+        [sys.executable, "-m", "tests.echo_upstream", "--port", str(port), *options],
+        ready_url=url + "/", log_path=log_dir / f"echo-{port}.log",
+    )
+    return server.start(), url
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Save the way editors do: write a temp file, then rename over the original."""
     temp = path.with_name(f".{path.name}.tmp")

@@ -8,13 +8,12 @@ import base64
 import gzip
 import json
 import socket
-import sys
 import time
 import urllib.request
 
 import pytest
 
-from tests.support import RunningProxy, ServerProcess, free_port
+from tests.support import RunningProxy, start_echo_upstream
 
 MASTER_KEY = "master-key-of-the-proxy"
 
@@ -42,12 +41,9 @@ clients:
 
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory):
-    port = free_port()
-    server = ServerProcess(
-        [sys.executable, "-m", "tests.echo_upstream", "--port", str(port)],
-        ready_url=f"http://127.0.0.1:{port}/", log_path=tmp_path_factory.mktemp("echo") / "echo.log",
-    ).start()
-    yield f"http://127.0.0.1:{port}"
+    """The recording upstream: its URL."""
+    server, url = start_echo_upstream(tmp_path_factory.mktemp("echo"))
+    yield url
     server.stop()
 
 

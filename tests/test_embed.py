@@ -19,7 +19,7 @@ from qdrant_client import models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from tests.openai_embeddings import vector_for
-from tests.support import RunningProxy, ServerProcess, free_port, metric_value, qdrant_client, wait_until
+from tests.support import RunningProxy, ServerProcess, free_port, metric_value, qdrant_client, start_echo_upstream, wait_until
 
 SENTENCES = [
     "The cat sat quietly on the warm windowsill.",
@@ -251,15 +251,14 @@ def test_a_raw_vector_request_answers_while_a_batch_of_texts_embeds(local):
 @pytest.fixture(scope="module")
 def echo_proxy(tmp_path_factory):
     """Routes over the echo upstream: `docs` (0 % green, `writes: both`) and `gdocs` (all green)."""
-    port = free_port()
     logs = tmp_path_factory.mktemp("echo")
-    echo = ServerProcess([sys.executable, "-m", "tests.echo_upstream", "--port", str(port)], f"http://127.0.0.1:{port}/", logs / "echo.log").start()
+    echo, echo_url = start_echo_upstream(logs)
     embed = "{blue: {dense: minilm, '': minilm}, green: {dense: small}}"
     routes = (
         f"  docs: {{blue: docs_blue, green: docs_green, green_percent: 0, writes: both, embed: {embed}}}\n"
         f"  gdocs: {{blue: gdocs_blue, green: gdocs_green, green_percent: 100, writes: green, embed: {embed}}}\n"
     )
-    proxy = RunningProxy(logs / "proxy", f"http://127.0.0.1:{port}", routes, LOCAL_EMBEDDERS + "embed_passthrough_models: [acme/splade]\n").start()
+    proxy = RunningProxy(logs / "proxy", echo_url, routes, LOCAL_EMBEDDERS + "embed_passthrough_models: [acme/splade]\n").start()
     yield proxy
     proxy.stop()
     echo.stop()

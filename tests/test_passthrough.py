@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
-import time
 
 import httpx
 import pytest
 
 from routing.table import bucket
 from tests.raw_upstream import RawConnection, RawUpstream, response
-from tests.support import RunningProxy, ServerProcess, free_port, metric_value
+from tests.support import RunningProxy, metric_value, start_echo_upstream
 
 ROUTES = """\
   weka:
@@ -37,14 +35,10 @@ ROUTES = """\
 
 @pytest.fixture(scope="module")
 def echo_proxy(tmp_path_factory):
-    port = free_port()
     logs = tmp_path_factory.mktemp("echo")
-    upstream = ServerProcess(
-        [sys.executable, "-m", "tests.echo_upstream", "--port", str(port)],
-        ready_url=f"http://127.0.0.1:{port}/", log_path=logs / "echo.log",
-    ).start()
+    upstream, upstream_url = start_echo_upstream(logs)
     proxy = RunningProxy(
-        logs / "proxy", f"http://127.0.0.1:{port}", ROUTES,
+        logs / "proxy", upstream_url, ROUTES,
         extra_yaml="limits: {max_body_bytes: 65536}\n",
     ).start()
     try:
@@ -165,13 +159,9 @@ def test_override_header_is_ignored_where_not_allowed(echo_proxy):
 def impatient_echo(tmp_path):
     """An upstream that drops idle keep-alive connections after 0.2 s, behind a proxy that keeps them 10 s
     and waits at most 0.5 s for an answer."""
-    port = free_port()
-    upstream = ServerProcess(
-        [sys.executable, "-m", "tests.echo_upstream", "--port", str(port), "--keepalive-timeout", "0.2"],
-        ready_url=f"http://127.0.0.1:{port}/", log_path=tmp_path / "echo.log",
-    ).start()
+    upstream, upstream_url = start_echo_upstream(tmp_path, "--keepalive-timeout", "0.2")
     proxy = RunningProxy(
-        tmp_path / "proxy", f"http://127.0.0.1:{port}", ROUTES, upstream_options="timeout: 500ms, keepalive_expiry: 10s"
+        tmp_path / "proxy", upstream_url, ROUTES, upstream_options="timeout: 500ms, keepalive_expiry: 10s"
     )
     proxy.start()
     try:

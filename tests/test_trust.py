@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import http.client
 import json
-import sys
 import time
 import urllib.request
 import uuid
@@ -20,7 +19,7 @@ import pytest
 from qdrant_client import models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from tests.support import RunningProxy, ServerProcess, free_port, qdrant_client, wait_until
+from tests.support import RunningProxy, qdrant_client, start_echo_upstream, wait_until
 
 MASTER_KEY = "master-key-of-the-proxy"
 JWT_SECRET = "jwt-secret-0123456789"
@@ -61,12 +60,8 @@ clients:
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory):
     """The recording upstream: its URL."""
-    port = free_port()
-    server = ServerProcess(
-        [sys.executable, "-m", "tests.echo_upstream", "--port", str(port)],
-        ready_url=f"http://127.0.0.1:{port}/", log_path=tmp_path_factory.mktemp("echo") / "echo.log",
-    ).start()
-    yield f"http://127.0.0.1:{port}"
+    server, url = start_echo_upstream(tmp_path_factory.mktemp("echo"))
+    yield url
     server.stop()
 
 
