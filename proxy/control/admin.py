@@ -26,9 +26,9 @@ MAX_ADMIN_BODY_BYTES = 64 * 1024  # a rollback reason is a sentence; a larger bo
 NOT_PERSISTED_STATUS = 503  # the decision applies on this replica, but the state store did not take it
 
 
-def route_status(live: LiveConfig, safety: "RolloutController", name: str) -> dict:
+def route_status(live: LiveConfig, controller: "RolloutController", name: str) -> dict:
     route = live.snapshot.config.routes[name]
-    status = safety.rollouts[name].status(safety.clock())
+    status = controller.rollouts[name].status(controller.clock())
     return {
         "blue": route.blue,
         "green": route.green,
@@ -38,33 +38,33 @@ def route_status(live: LiveConfig, safety: "RolloutController", name: str) -> di
     }
 
 
-def routes_document(live: LiveConfig, safety: "RolloutController") -> dict:
+def routes_document(live: LiveConfig, controller: "RolloutController") -> dict:
     snapshot = live.snapshot
     reload = live.last_reload
     return {
         "generation": snapshot.generation,
         "last_reload": {"result": reload.result, "time": reload.at, "error": reload.error},
-        "routes": {name: route_status(live, safety, name) for name in snapshot.table.routes},
-        "state_store": state_store_status(safety, safety.shared.error),
+        "routes": {name: route_status(live, controller, name) for name in snapshot.table.routes},
+        "state_store": state_store_status(controller, controller.shared.error),
     }
 
 
-def state_store_status(safety: "RolloutController", error: str | None) -> dict:
+def state_store_status(controller: "RolloutController", error: str | None) -> dict:
     """The store, whether it takes decisions now, and how long ago it last answered a read or save."""
-    last = safety.shared.last_sync
+    last = controller.shared.last_sync
     age = None if last is None else round(max(0.0, time.time() - last), 3)
-    return {**safety.store.details(), "writable": error is None, "error": error, "last_sync_age_s": age}
+    return {**controller.store.details(), "writable": error is None, "error": error, "last_sync_age_s": age}
 
 
-def readiness(safety: "RolloutController") -> dict:
+def readiness(controller: "RolloutController") -> dict:
     return {
         name: {"state": rollout.state, "reason": rollout.reason, "detail": rollout.detail}
-        for name, rollout in safety.rollouts.items()
+        for name, rollout in controller.rollouts.items()
     }
 
 
 # Long: each admin endpoint is a closure over the live config, metrics and controller, defined here.
-def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutController", shutting_down: asyncio.Event) -> Starlette:
+def build_admin_app(live: LiveConfig, metrics: Metrics, controller: "RolloutController", shutting_down: asyncio.Event) -> Starlette:
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
@@ -76,14 +76,14 @@ def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutControll
             return JSONResponse({"ready": False, "reason": "shutting down"}, status_code=503)
         # Ready means "serving": a failed preflight only keeps green dark and an unwritable state
         # store only stops decisions from being kept, so both are reported, not fatal.
-        error = await safety.state_store_problem()
-        document = {"ready": True, "generation": live.snapshot.generation, "state_store": state_store_status(safety, error)}
-        if safety.store.kind == "file":  # as before the Qdrant store
-            document["state_file"] = {"path": safety.store.details()["path"], "writable": error is None, "error": error}
-        return JSONResponse({**document, "routes": readiness(safety)})
+        error = await controller.state_store_problem()
+        document = {"ready": True, "generation": live.snapshot.generation, "state_store": state_store_status(controller, error)}
+        if controller.store.kind == "file":  # as before the Qdrant store
+            document["state_file"] = {"path": controller.store.details()["path"], "writable": error is None, "error": error}
+        return JSONResponse({**document, "routes": readiness(controller)})
 
     async def admin_routes(request: Request) -> Response:
-        return JSONResponse(routes_document(live, safety))
+        return JSONResponse(routes_document(live, controller))
 
     async def rollback(request: Request) -> Response:
         refusal = _authorize(request, live)
@@ -105,8 +105,8 @@ def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutControll
             reason = document.get("reason") or reason
         if name not in live.snapshot.table.routes:
             return _error(404, f"no route named `{name}`")
-        await safety.sync()  # decide on what the other replicas saved
-        safety.rollback(name, reason)
+        await controller.sync()  # decide on what the other replicas saved
+        controller.rollback(name, reason)
         return await _decided(name, "rollback")
 
     async def resume(request: Request) -> Response:
@@ -120,18 +120,18 @@ def build_admin_app(live: LiveConfig, metrics: Metrics, safety: "RolloutControll
             return _error(413, f"body larger than {MAX_ADMIN_BODY_BYTES // 1024} KiB; resume takes no body")
         if name not in live.snapshot.table.routes:
             return _error(404, f"no route named `{name}`")
-        await safety.sync()
-        safety.resume(name)
+        await controller.sync()
+        controller.resume(name)
         return await _decided(name, "resume")
 
     async def _decided(name: str, action: str) -> JSONResponse:
         """Acknowledged once it is in the state store; otherwise an error that says so."""
-        error = await safety.persist(name)
-        status = route_status(live, safety, name)
+        error = await controller.persist(name)
+        status = route_status(live, controller, name)
         if error is None:
             return JSONResponse({"route": name, "persisted": True, **status})
         message = (f"{action} applies on this replica now but is NOT persisted: {error}; it will not survive "
-                   f"a restart nor reach other replicas until the {safety.store.describe()} can be written (retried every second)")
+                   f"a restart nor reach other replicas until the {controller.store.describe()} can be written (retried every second)")
         return JSONResponse(
             {"status": {"error": message}, "route": name, "persisted": False, **status}, status_code=NOT_PERSISTED_STATUS,
         )
