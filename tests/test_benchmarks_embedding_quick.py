@@ -1,7 +1,7 @@
 """Smoke test of the text-in benchmark: `python -m benchmarks.embedding --quick` runs every scenario and reports.
 
 Nothing about speed is asserted; a quick run is far too short for its figures to mean anything. The
-test shortens the quick plan further (text runs at one connection count, fewer points): every scenario
+test shortens the quick plan further (text runs at one connection, fewer points): every scenario
 still runs through the harness.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ pytestmark = [
 SMOKE_RUN = """
 import dataclasses, sys
 from benchmarks import embedding
-embedding.QUICK = dataclasses.replace(embedding.QUICK, connections=(16,), points=100)
+embedding.QUICK = dataclasses.replace(embedding.QUICK, connections=(1,), points=100)
 sys.exit(embedding.main(sys.argv[1:]))
 """
 
