@@ -14,7 +14,6 @@ import uvicorn
 
 from proxy.control.admin import build_admin_app
 from proxy.dataplane.app import ProxyApp
-from proxy.dataplane.grpc_face import GrpcFace
 from proxy.embedding.embedders import EmbedderSet
 from proxy.dataplane.inference import TextInference
 from proxy.metrics import Metrics
@@ -188,6 +187,8 @@ async def _serve(
 
     grpc_face = None
     if config.grpc is not None:  # Qdrant's gRPC API, on this loop and this live snapshot
+        from proxy.dataplane.grpc_face import GrpcFace  # grpc and its schema load only when configured
+
         grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc.host, config.grpc.port)
 
     watcher = asyncio.create_task(reloader.watch(stop))

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import httpx
 import pytest
@@ -289,20 +290,32 @@ def test_failover_shares_the_deadline(narrow):
     assert seconds < 2.0
 
 
-def test_full_wait_queue_is_refused_at_once_and_counted(narrow):
-    upstream, proxy = narrow
-    before = len(upstream.seen)
-    with ThreadPoolExecutor(3) as pool:
-        busy = pool.submit(_timed, "GET", proxy.url + "/a")
-        _in_flight(upstream, before + 1)
-        late = [pool.submit(_timed, "GET", proxy.url + path) for path in ("/b", "/c")]
-        answers = [future.result() for future in late]
-        busy.result()
-    refused = [(answer, seconds) for answer, seconds in answers if answer.status_code == 503]
-    assert len(refused) == 1  # one waited for the connection; the other found the queue full
-    answer, seconds = refused[0]
-    assert seconds < 0.5 and "upstream.max_queue" in envelope_error(answer)
-    assert metric_value(proxy.metrics_text(), "bluegreen_upstream_errors_total", kind="overloaded") >= 1
+def test_full_wait_queue_is_refused_at_once_and_counted(tmp_path):
+    """Causal, not timed: the upstream holds the one connection's request until the test has its refusal,
+    so both later requests reach the proxy while the connection is busy, however loaded the machine, and
+    the refusal cannot have waited for the connection (nor for the 30 s deadline a waiter has)."""
+    release = threading.Event()
+
+    async def held(conn: RawConnection) -> None:
+        while await conn.read_request() is not None:
+            await asyncio.get_running_loop().run_in_executor(None, release.wait)
+            await conn.write(response())
+
+    with RawUpstream(held) as upstream, RunningProxy(
+        tmp_path / "proxy", upstream.url, ROUTES, upstream_options="timeout: 30s, max_connections: 1, max_queue: 1",
+    ) as proxy:
+        with ThreadPoolExecutor(3) as pool:
+            try:
+                busy = pool.submit(_timed, "GET", proxy.url + "/a")
+                _in_flight(upstream, 1)
+                late = [pool.submit(_timed, "GET", proxy.url + path) for path in ("/b", "/c")]
+                answer, seconds = next(as_completed(late)).result()  # the other one waits in the queue
+            finally:
+                release.set()
+            assert busy.result()[0].status_code == 200
+            assert [future.result()[0].status_code for future in late].count(200) == 1  # the queued one
+        assert answer.status_code == 503 and seconds < 15 and "upstream.max_queue" in envelope_error(answer)
+        assert metric_value(proxy.metrics_text(), "bluegreen_upstream_errors_total", kind="overloaded") == 1
 
 
 def test_server_concurrency_limit_answers_503_at_once(tmp_path):

@@ -2,24 +2,29 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from proxy.cli import check, compare, demo, migrate, preflight, resume, rollback, serve, status, upstream
 from proxy.cli.exit_codes import EXIT_FAILED, EXIT_OK
 
-COMMANDS = (serve, check, status, rollback, resume, preflight, compare, upstream, demo, migrate)
+# Module names under proxy.cli, in the order `--help` lists them.
+COMMANDS = ("serve", "check", "status", "rollback", "resume", "preflight", "compare", "upstream", "demo", "migrate")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: tuple[str, ...] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bluegreen-proxy", description="Blue/green traffic splitting proxy for Qdrant.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.add_parser(commands)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in commands:
+        importlib.import_module(f"proxy.cli.{name}").add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # A named command imports its own module only: `serve` starts without the tools' HTTP client, rich
+    # and the migrate commands. Anything else (help, a typo) gets the whole parser and its messages.
+    commands = (argv[0],) if argv and argv[0] in COMMANDS else COMMANDS
+    args = build_parser(commands).parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
