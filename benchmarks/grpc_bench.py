@@ -53,6 +53,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "no-rest-listener": (("--rest-port", "0"), {}),
     # grpc core's EventEngine I/O threads (grpcio's default; the transport turns them off: INLINE_IO).
     "event-engine-io": ((), {"GRPC_EXPERIMENTS": ""}),
+    # A Python relay in front of grpc core, which could answer HTTP/1.1 at the gRPC port (issue 19 item 6).
+    "front-relay": (("--front-relay",), {}),
 }
 
 

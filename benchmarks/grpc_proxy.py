@@ -34,12 +34,67 @@ async def health_app(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok" if ok else b"not found"})
 
 
+_HTTP1_ANSWER = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 77\r\nconnection: close\r\n\r\n"
+    b'{"status":{"error":"this port speaks gRPC; REST is on port 6333"},"time":0.0}'
+)
+
+
+class _FrontRelay(asyncio.Protocol):
+    """The `--front-relay` study (issue 19 item 6): an asyncio listener of our own in front of grpc core,
+    which alone could see a connection's first bytes and answer HTTP/1.1 in HTTP/1.1. grpcio cannot
+    take over an accepted socket, so an HTTP/2 connection is relayed byte by byte to the gRPC listener
+    behind it: the hop whose per-call cost this measures."""
+
+    def __init__(self, backend_port: int):
+        self.backend_port = backend_port
+        self.backend: asyncio.Transport | None = None
+        self.pending: list[bytes] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.backend is not None:
+            self.backend.write(data)
+        elif self.pending is not None:
+            self.pending.append(data)
+        elif data.startswith(b"PRI"):
+            self.pending = [data]
+            asyncio.get_running_loop().create_task(self._connect())
+        else:
+            self.transport.write(_HTTP1_ANSWER)
+            self.transport.close()
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(lambda: _BackRelay(self.transport), "127.0.0.1", self.backend_port)
+        transport.write(b"".join(self.pending))
+        self.backend, self.pending = transport, None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+
+class _BackRelay(asyncio.Protocol):
+    def __init__(self, front: asyncio.Transport):
+        self.front = front
+
+    def data_received(self, data: bytes) -> None:
+        self.front.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.close()
+
+
 async def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     options = UPSTREAM_CHANNEL_OPTIONS + CHANNEL_VARIANTS[args.channel_options]
+    grpc_port = 0 if args.front_relay else args.port
     forwarder = GrpcForwarder(
-        f"127.0.0.1:{args.upstream_port}", [QUERY_METHOD], port=args.port, channel_options=options,
+        f"127.0.0.1:{args.upstream_port}", [QUERY_METHOD], port=grpc_port, channel_options=options,
         **({"channels": args.channels} if args.channels else {}),
     )
     if args.grpc_thread:  # the gRPC face on its own loop in a thread: REST's loop never runs gRPC work
@@ -52,6 +107,8 @@ async def serve(args: argparse.Namespace) -> None:
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(forwarder.start(), grpc_loop))
     else:
         await forwarder.start()
+    if args.front_relay:
+        await asyncio.get_running_loop().create_server(lambda: _FrontRelay(forwarder.port), "127.0.0.1", args.port)
     if not args.rest_port:
         await asyncio.Event().wait()  # the gRPC face alone: the variant without a REST listener beside it
     rest = uvicorn.Server(uvicorn.Config(health_app, host="127.0.0.1", port=args.rest_port, lifespan="off",
@@ -74,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=int, help="upstream channels, round robin per call (default: the transport's)")
     parser.add_argument("--grpc-thread", action="store_true", help="serve gRPC on a second loop in its own thread")
     parser.add_argument("--channel-options", choices=sorted(CHANNEL_VARIANTS), default="default")
+    parser.add_argument("--front-relay", action="store_true",
+                        help="listen through a Python relay that could answer HTTP/1.1 itself (the gRPC listener behind it)")
     args = parser.parse_args(argv)
     if args.loop == "uvloop":
         import uvloop

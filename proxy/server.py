@@ -19,7 +19,7 @@ from proxy.dataplane.inference import TextInference
 from proxy.metrics import Metrics
 from proxy.host import allow_open_files, freeze_start_up_objects, keep_large_blocks_returnable
 from proxy.process import EmbeddedUpstream
-from proxy.dataplane.protocol import limited_protocol
+from proxy.dataplane.protocol import announce_grpc_port, limited_protocol
 from proxy.control.reload import ConfigReloader, read_config
 from proxy.dataplane.live import LiveConfig
 from proxy.control.rollout_store import open_state_store, read_at_start
@@ -189,7 +189,7 @@ async def _serve(
     if config.grpc is not None:  # Qdrant's gRPC API, on this loop and this live snapshot
         from proxy.dataplane.grpc_face import GrpcFace  # grpc and its schema load only when configured
 
-        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc.host, config.grpc.port)
+        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc)
 
     watcher = asyncio.create_task(reloader.watch(stop))
     safety_clock = asyncio.create_task(safety.run(stop))
@@ -205,6 +205,8 @@ async def _serve(
                 log.error("grpc: cannot listen on %s:%d: %s", config.grpc.host, config.grpc.port, exc)
                 return 1
             log.info("bluegreen-proxy: gRPC %s:%d -> %s", config.grpc.host, grpc_face.port, grpc_target)
+            for server in (data_server, admin_server):
+                announce_grpc_port(server.config.http_protocol_class, grpc_face.port)
         await asyncio.gather(serve_data(), serve_admin())
     finally:
         shutting_down.set()

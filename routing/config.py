@@ -74,6 +74,25 @@ class Grpc(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(GRPC_DEFAULT_PORT, ge=0, le=65535)
+    # HTTP/2 pings on an idle connection, the clients' and the proxy's own to the upstream: a peer that
+    # does not answer within keepalive_timeout is dead and its connection closed.
+    keepalive_time: Duration = 60.0
+    keepalive_timeout: Duration = 20.0
+    # A connection with no call for this long is sent GOAWAY (clients reconnect at their next call); null: never.
+    max_connection_idle: Duration | None = 600.0
+    # Any connection this old is sent GOAWAY (spreads clients over new replicas), its calls get the grace; null: never.
+    max_connection_age: Duration | None = None
+    max_connection_age_grace: Duration = 30.0
+    # Clients' keepalive pings: accepted this often at most (more often: GOAWAY too_many_pings, as grpc
+    # does) and, with permit_keepalive_without_calls, on connections with no call too, as Qdrant accepts them.
+    min_ping_interval: Duration = 5.0
+    permit_keepalive_without_calls: bool = True
+
+    @model_validator(mode="after")
+    def _timeout_within_time(self) -> "Grpc":
+        if self.keepalive_timeout >= self.keepalive_time:
+            raise ValueError(f"keepalive_timeout: must be shorter than keepalive_time ({self.keepalive_time:g}s)")
+        return self
 
 
 class Admin(_Strict):

@@ -63,3 +63,17 @@ def test_grpc_keys_name_their_field():
     assert (config.grpc.host, config.grpc.port, config.upstream.grpc_target) == ("127.0.0.1", 6334, "qdrant:6334")
     assert parse_config("upstream: {grpc_url: 'http://q:7334'}\n", environ={}).upstream.grpc_target == "q:7334"
     assert parse_config("routes: {}\n", environ={}).grpc is None  # no block, no gRPC listener
+
+
+def test_grpc_keepalive_and_connection_limits_are_durations_naming_their_field():
+    assert error_of("grpc: {keepalive_time: soon}\n") == "grpc.keepalive_time: must be a duration like 500ms, 30s or 5m, not 'soon'"
+    assert error_of("grpc: {max_connection_idle: 0}\n") == "grpc.max_connection_idle: must be a positive duration"
+    assert error_of("grpc: {min_ping_interval: -5s}\n").startswith("grpc.min_ping_interval: must be a duration")
+    assert error_of("grpc: {permit_keepalive_without_calls: maybe}\n").startswith("grpc.permit_keepalive_without_calls:")
+    assert error_of("grpc: {keepalive_time: 10s, keepalive_timeout: 10s}\n") == (
+        "grpc.keepalive_timeout: must be shorter than keepalive_time (10s)"
+    )
+    listener = parse_config("grpc: {max_connection_idle: null, max_connection_age: 30m}\n", environ={}).grpc
+    assert (listener.keepalive_time, listener.keepalive_timeout, listener.min_ping_interval) == (60.0, 20.0, 5.0)
+    assert (listener.max_connection_idle, listener.max_connection_age, listener.max_connection_age_grace) == (None, 1800.0, 30.0)
+    assert listener.permit_keepalive_without_calls is True

@@ -89,3 +89,55 @@ def test_keep_alive_requests_after_a_body_are_not_timed_out(server):
         time.sleep(0.8)  # past body_timeout with no request in progress: the connection stays
         sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         assert answer_on(sock).startswith(b"HTTP/1.1 200")
+
+
+# ---------------------------------------------------------------- a gRPC (HTTP/2) client at this port
+
+SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+# A call's HEADERS on stream 1 (HPACK: :method POST, :scheme http, :path /, content-type application/grpc).
+CALL_BLOCK = b"\x83\x86\x84" + b"\x00\x0ccontent-type\x10application/grpc"
+CALL_HEADERS = len(CALL_BLOCK).to_bytes(3, "big") + b"\x01\x04\x00\x00\x00\x01" + CALL_BLOCK
+
+
+def frames_of(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(type, flags, stream, payload) of each whole HTTP/2 frame in `data`."""
+    frames = []
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        frames.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[9:9 + length]))
+        data = data[9 + length:]
+    return frames
+
+
+def test_a_grpc_client_is_told_in_grpc_that_this_port_is_rest(server):
+    import grpc
+    from qdrant_client import grpc as qgrpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            qgrpc.CollectionsStub(channel).List(qgrpc.ListCollectionsRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert caught.value.details() == (
+        "this port of the proxy speaks REST (HTTP/1.1), not gRPC; the proxy has no gRPC listener (config `grpc:`)"
+    )
+
+
+@pytest.mark.parametrize("cut", [3, 17, 18, 23, 24, 30])
+def test_the_preface_split_anywhere_gets_settings_an_ack_the_answer_and_goaway(server, cut):
+    sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SETTINGS + CALL_HEADERS
+    frames = frames_of(talk(server.port, sent[:cut], sent[cut:], pause=0.05))
+    assert [(kind, flags, stream) for kind, flags, stream, _ in frames] == [(4, 0, 0), (4, 1, 0), (1, 5, 1), (7, 0, 0)]
+    block = frames[2][3]
+    assert block.startswith(b"\x88") and b"\x0bgrpc-status\x0212" in block and b"no gRPC listener" in block
+    assert frames[3][3] == b"\x00\x00\x00\x01\x00\x00\x00\x00"  # GOAWAY: last stream 1, NO_ERROR
+
+
+def test_methods_starting_with_p_and_pri_after_a_request_stay_http_1(server):
+    for method in (b"POST", b"PUT", b"PATCH"):
+        answer = talk(server.port, method + b" / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 2\r\n\r\nab")
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"length": 2}'), answer
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert answer_on(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # not at the start of the connection: a bad request
+        assert sock.recv(65536).startswith(b"HTTP/1.1 400")

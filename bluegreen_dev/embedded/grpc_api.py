@@ -379,7 +379,13 @@ class EmbeddedGrpcHandler(grpc.GenericRpcHandler):
 
 async def start_grpc_server(app: Any, host: str, port: int) -> grpc.aio.Server:
     """A grpc.aio server on the running event loop (the REST app's), serving `app`'s collections."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # a taken port is an error, not a shared one
+    server = grpc.aio.server(options=[
+        ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared one
+        # Keepalive pings accepted on idle connections too, as Qdrant (tonic) accepts them: the proxy's
+        # upstream channels send them (grpc core's server default would answer GOAWAY too_many_pings).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ])
     server.add_generic_rpc_handlers((EmbeddedGrpcHandler(app),))
     server.add_insecure_port(f"{host}:{port}")  # raises "Failed to bind to address ..." when it cannot listen
     await server.start()

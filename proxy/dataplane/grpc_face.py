@@ -21,14 +21,14 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from proxy.dataplane.app import FAILOVER_SHARE, logical_refusal
-from proxy.dataplane.grpc_transport import RESERVED_METADATA, GrpcCallError, GrpcForwarder
+from proxy.dataplane.grpc_transport import RESERVED_METADATA, UPSTREAM_CHANNEL_OPTIONS, GrpcCallError, GrpcForwarder
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.dataplane.request import Observer
 from proxy.grpc_schema import METHODS
 from proxy.metrics import GRPC, NO_COLOUR, UNROUTED, Metrics
 from routing.aliases import alias_refusal
 from routing.clients import Grant, Unauthenticated
-from routing.config import Upstream
+from routing.config import Grpc, Upstream
 from routing.grpc_methods import ALIASES_METHOD, GRPC_METHODS, LOOKUP_FIELDS, GrpcMethod
 from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind
 from routing.reserved import reserved_message
@@ -101,16 +101,17 @@ class Call:
 class GrpcFace(GrpcForwarder):
     """The proxy's gRPC listener: `await start()` / `await stop()` on the loop that serves REST."""
 
-    def __init__(
-        self, live: LiveConfig, metrics: Metrics, observer: Observer, settings: Upstream, upstream: str, host: str, port: int,
-    ):
+    def __init__(self, live: LiveConfig, metrics: Metrics, observer: Observer, settings: Upstream, upstream: str, listener: Grpc):
         limits = live.snapshot.config.limits
         server_options = (
             ("grpc.max_receive_message_length", limits.max_body_bytes),  # read at start-up, as the REST listener's
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0),
+        ) + listener_keepalive_options(listener)
+        channel_options = UPSTREAM_CHANNEL_OPTIONS + upstream_keepalive_options(listener)
+        super().__init__(
+            upstream, METHODS, host=listener.host, port=listener.port, server_options=server_options, channel_options=channel_options,
         )
-        super().__init__(upstream, METHODS, host=host, port=port, server_options=server_options)
         self.live = live
         self.metrics = metrics
         self.observer = observer
@@ -345,6 +346,43 @@ class GrpcFace(GrpcForwarder):
             return error
         series.observe(200, time.perf_counter() - started)
         return answer
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _keepalive(listener: Grpc) -> list[tuple[str, int]]:
+    """A ping every keepalive_time; no answer within keepalive_timeout closes the connection. grpc core
+    waits for an answer ping_timeout (default a minute), not keepalive_timeout alone: both are set."""
+    return [
+        ("grpc.keepalive_time_ms", _ms(listener.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", _ms(listener.keepalive_timeout)),
+        ("grpc.http2.ping_timeout_ms", _ms(listener.keepalive_timeout)),
+    ]
+
+
+def listener_keepalive_options(listener: Grpc) -> tuple[tuple[str, int], ...]:
+    """grpc core's server arguments for `grpc:`'s keepalive and connection limits (absent: grpc's never)."""
+    options = _keepalive(listener) + [
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(listener.min_ping_interval)),
+        ("grpc.keepalive_permit_without_calls", int(listener.permit_keepalive_without_calls)),
+    ]
+    if listener.max_connection_idle is not None:
+        options.append(("grpc.max_connection_idle_ms", _ms(listener.max_connection_idle)))
+    if listener.max_connection_age is not None:
+        options.append(("grpc.max_connection_age_ms", _ms(listener.max_connection_age)))
+        options.append(("grpc.max_connection_age_grace_ms", _ms(listener.max_connection_age_grace)))
+    return tuple(options)
+
+
+def upstream_keepalive_options(listener: Grpc) -> tuple[tuple[str, int], ...]:
+    """The upstream channels ping too, idle or not, so a dead upstream connection is replaced before a
+    call waits on it (Qdrant accepts pings at any rate)."""
+    return tuple(_keepalive(listener)) + (
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    )
 
 
 def _parse(spec: GrpcMethod, request: bytes) -> Message:

@@ -19,6 +19,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from proxy.dataplane.responses import cors_headers, error_body
+from proxy.dataplane.wrong_port import PREFACE, GrpcAtRestPort, rest_port_message
 from routing.config import Limits
 
 
@@ -37,9 +38,15 @@ def limited_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     return type("LimitedHttpToolsProtocol", (_LimitedProtocol,), {"limits": limits, "_open": {}})
 
 
+def announce_grpc_port(protocol: type[HttpToolsProtocol], port: int) -> None:
+    """The gRPC port a gRPC client at this listener is sent to (known once the gRPC listener is bound)."""
+    protocol.grpc_port = port
+
+
 class _LimitedProtocol(HttpToolsProtocol):
     limits: Limits
     _open: dict  # this listener's connections, oldest first (a dict keeps insertion order)
+    grpc_port: int | None = None  # the proxy's gRPC listener, named to a gRPC client at this port
     _head_timer = None
     _head_bytes = 0  # bytes received while the current head was still incomplete
     _feed_bytes = 0  # the chunk being parsed now
@@ -82,6 +89,9 @@ class _LimitedProtocol(HttpToolsProtocol):
             self._refuse(_UPGRADE)  # refused in on_headers_complete already; this is a backstop
             return
         except httptools.HttpParserError as exc:
+            if self.cycle is None and self.parser.get_method() == b"PRI":  # HTTP/2's preface opens the connection
+                self._hand_over_to_grpc_refusal(data)
+                return
             cause = exc.__context__
             self._refuse(cause if isinstance(cause, Refusal) else Refusal(400, f"Wrong input: invalid HTTP request: {exc}"))
             return
@@ -101,6 +111,19 @@ class _LimitedProtocol(HttpToolsProtocol):
                 self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_too_slow)
         elif self._body_timer is not None:
             self._stop_body_timer()
+
+    def _hand_over_to_grpc_refusal(self, data: bytes) -> None:
+        """A gRPC (HTTP/2) client: told in HTTP/2 where the gRPC port is (proxy.dataplane.wrong_port).
+        The parser stopped within the preface; the chunks before `data` were its first head bytes."""
+        self._open.pop(self, None)
+        self._stop_head_timer()
+        self._unset_keepalive_if_required()
+        self.connections.discard(self)  # no longer uvicorn's: its shutdown has nothing to wait for here
+        refusal = GrpcAtRestPort(rest_port_message(self.grpc_port), len(PREFACE) - self._head_bytes, self.limits.header_timeout)
+        transport = self.transport
+        transport.set_protocol(refusal)
+        refusal.connection_made(transport)
+        refusal.data_received(data)
 
     def on_headers_complete(self) -> None:
         if self._head_timer is not None:
