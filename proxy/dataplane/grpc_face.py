@@ -10,6 +10,9 @@ message come back as sent, with `x-bluegreen-color` / `x-bluegreen-collection` a
 """
 from __future__ import annotations
 
+# First, before anything imports grpc: the transport chooses grpc core's I/O mode, which grpc reads once, at import.
+from proxy.dataplane.grpc_transport import RESERVED_METADATA, GrpcCallError, GrpcForwarder  # isort: skip
+
 import asyncio
 import time
 from collections.abc import Iterator
@@ -21,7 +24,6 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from proxy.dataplane.app import FAILOVER_SHARE, logical_refusal
-from proxy.dataplane.grpc_transport import RESERVED_METADATA, GrpcCallError, GrpcForwarder
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.dataplane.request import Observer
 from proxy.grpc_schema import METHODS
