@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine(), "h2load": subprocess.run([find_h2load(), "--version"], capture_output=True, text=True).stdout.strip(),
                     "grpcio": grpc.__version__},
         "background_load": background.finish(), "loadavg": {"start": load_at_start, "end": loadavg()},
-        "plan": asdict(plan), "targets": targets, "baseline": str(args.baseline) if args.baseline else None,
+        "plan": asdict(plan), "targets": targets, "baseline": args.baseline.name if args.baseline else None,  # the checkout directory's name only
         "summary": summary, "compared": compared(runs, targets), "verdicts": verdicts(summary), "runs": runs, "ports": sorted(ports),
     }
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
