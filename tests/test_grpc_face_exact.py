@@ -161,6 +161,15 @@ def test_a_failed_green_read_fails_over_to_blue_and_the_guard_counts_it(tmp_path
             time.sleep(0.1)
 
 
+def test_a_failed_blue_read_names_its_colour_then_the_upstreams_status(tmp_path, upstream):
+    """A blue read announces its colour while the upstream answers; a failure still arrives as Qdrant's status."""
+    with Face(tmp_path, upstream, route_yaml("docs", BROKEN, "docs_green", 0)) as face:
+        with pytest.raises(grpc.RpcError) as raised:
+            face.query(query_request("docs"), timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE and raised.value.details() == "upstream broken"
+        assert dict(raised.value.initial_metadata()) == {"x-bluegreen-color": "blue", "x-bluegreen-collection": BROKEN}
+
+
 def test_the_clients_deadline_bounds_the_upstream_call(tmp_path, upstream):
     with Face(tmp_path, upstream, route_yaml("docs", SLOW, "docs_green", 0)) as face:
         started = time.monotonic()
