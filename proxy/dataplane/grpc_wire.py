@@ -4,8 +4,10 @@ Most requests name one collection, in their `collection_name` (field 1 of every 
 collection). Reading it from the top-level fields and splicing a new one in costs a few microseconds
 whatever the request's size, where parsing the whole message and serialising it again costs time in
 proportion to it (vectors, points, payloads). A request that can name a second collection (a batch's
-inner requests, a lookup below any of its fields) is parsed instead: `NameSites` says, per request
-message, which top-level fields those are.
+inner requests, a lookup below any of its fields) is parsed instead: `deep_fields` says, per request
+message, which top-level fields those are. Only the top level and the name are checked here; what lies
+below them goes as sent, and the upstream refuses what it cannot parse (INVALID_ARGUMENT), as for any
+call the proxy passes through unparsed.
 """
 from __future__ import annotations
 
