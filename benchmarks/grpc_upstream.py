@@ -42,13 +42,13 @@ def query_response() -> bytes:
     return qgrpc.QueryResponse(result=points, time=0.001).SerializeToString(deterministic=True)
 
 
-def query_request(seed: int = 7) -> bytes:
+def query_request(seed: int = 7, collection: str = COLLECTION) -> bytes:
     """A QueryPoints as qdrant-client sends it: a 384-dim query vector, limit 10, with payload."""
     from qdrant_client import grpc as qgrpc
 
     [vector] = workload.unit_vectors(1, workload.DIMENSIONS, seed)
     return qgrpc.QueryPoints(
-        collection_name=COLLECTION,
+        collection_name=collection,
         query=qgrpc.Query(nearest=qgrpc.VectorInput(dense=qgrpc.DenseVector(data=vector))),
         limit=workload.SEARCH_LIMIT,
         with_payload=qgrpc.WithPayloadSelector(enable=True),

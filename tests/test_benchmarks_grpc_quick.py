@@ -1,4 +1,5 @@
-"""Smoke test of the gRPC benchmark: `python -m benchmarks.grpc_bench --quick` runs and reports every target.
+"""Smoke test of the gRPC benchmark: `python -m benchmarks.grpc_bench --quick` runs and reports every target
+(the whole proxy on a routed and an unrouted collection, and the bare transport beside them).
 
 Nothing about speed is asserted; a quick run is far too short for its figures to mean anything.
 """
@@ -28,7 +29,7 @@ pytestmark = [
 def quick_run(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("grpc-bench-results")
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.grpc_bench", "--quick", "--variants", "1-channel", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.grpc_bench", "--quick", "--seconds", "0.5", "--variants", "transport", "--out", str(out)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
     )
     assert completed.returncode == 0, f"stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-5000:]}"
@@ -38,7 +39,7 @@ def quick_run(tmp_path_factory) -> tuple[dict, Path]:
 
 def test_every_target_and_stream_count_measured(quick_run):
     results, _ = quick_run
-    assert results["targets"] == ["direct", "proxy", "1-channel"]
+    assert results["targets"] == ["direct", "proxy", "unrouted", "transport"]
     measured = {(r["target"], r["streams"]) for r in results["runs"] if r["calls"] > 0}
     assert measured == {(t, s) for t in results["targets"] for s in STREAMS}
     for run in results["runs"]:
@@ -50,13 +51,14 @@ def test_every_target_and_stream_count_measured(quick_run):
 
 def test_ratios_and_verdicts_reported(quick_run):
     results, out = quick_run
-    assert set(results["summary"]) == {f"{t} {s}" for t in ("proxy", "1-channel") for s in STREAMS}
+    assert set(results["summary"]) == {f"{t} {s}" for t in ("proxy", "unrouted", "transport") for s in STREAMS}
+    assert set(results["compared"]) == {f"proxy/transport {s}" for s in STREAMS}
     for row in results["summary"].values():
         assert row["throughput_ratio"] > 0 and row["cpu_us_per_call"] > 0
     assert [v["target"] for v in results["verdicts"]] == [
         "added p50 at 1 stream <= 0.5 ms", "throughput at 16 streams >= 0.5 x direct"]
     report = (out / "grpc-latest-quick.md").read_text()
-    assert "## Targets" in report and "| proxy | 16 |" in report
+    assert "## Targets" in report and "| proxy | 16 |" in report and "| unrouted | 1 |" in report
 
 
 def test_nothing_left_listening(quick_run):

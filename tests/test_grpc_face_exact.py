@@ -125,6 +125,20 @@ def test_bytes_as_sent_unless_a_name_changes_and_unknown_fields_survive(tmp_path
         assert answer.endswith(UNKNOWN_FIELD)
 
 
+def test_a_rewritten_name_is_the_only_change_in_place(tmp_path, upstream):
+    """Only the name's bytes change: a field this schema lacks stays where the client put it (before the
+    name here), and a write goes as sent but for its name."""
+    with Face(tmp_path, upstream, route_yaml("docs", "docs_blue", "docs_green", 0)) as face:
+        face.query(UNKNOWN_FIELD + query_request("docs"), timeout=5)
+        assert upstream.seen[-1].request == UNKNOWN_FIELD + query_request("docs_blue")
+        points = [qgrpc.PointStruct(id=qgrpc.PointId(num=n), vectors=qgrpc.Vectors(vector=qgrpc.Vector(data=[n / 3] * 8)))
+                  for n in range(50)]
+        upsert = qgrpc.UpsertPoints(collection_name="docs", wait=True, points=points).SerializeToString()
+        face.channel.unary_unary("/qdrant.Points/Upsert")(upsert + UNKNOWN_FIELD, timeout=5)
+        expected = qgrpc.UpsertPoints(collection_name="docs_blue", wait=True, points=points).SerializeToString()
+        assert upstream.seen[-1].request == expected + UNKNOWN_FIELD
+
+
 def test_a_failed_green_read_fails_over_to_blue_and_the_guard_counts_it(tmp_path, upstream):
     with Face(tmp_path, upstream, route_yaml("docs", "docs_blue", BROKEN, 100)) as face:
         answer, call = face.query(query_request("docs"), timeout=5)
@@ -145,6 +159,15 @@ def test_a_failed_green_read_fails_over_to_blue_and_the_guard_counts_it(tmp_path
                     break
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+def test_a_failed_blue_read_names_its_colour_then_the_upstreams_status(tmp_path, upstream):
+    """A blue read announces its colour while the upstream answers; a failure still arrives as Qdrant's status."""
+    with Face(tmp_path, upstream, route_yaml("docs", BROKEN, "docs_green", 0)) as face:
+        with pytest.raises(grpc.RpcError) as raised:
+            face.query(query_request("docs"), timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE and raised.value.details() == "upstream broken"
+        assert dict(raised.value.initial_metadata()) == {"x-bluegreen-color": "blue", "x-bluegreen-collection": BROKEN}
 
 
 def test_the_clients_deadline_bounds_the_upstream_call(tmp_path, upstream):

@@ -4,11 +4,16 @@ Per call, on the snapshot read once at its start: clients authenticated from the
 `authorization` metadata (routing.clients), the method's REST twin (routing.grpc_methods) says read /
 write / info / refused, and a call on a routed logical collection goes to the colour REST would pick
 for the same key (its metadata), every collection name in the request mapped to that colour's physical
-one. A call that needs no rewriting goes upstream as the client's own bytes; a rewritten one keeps the
-fields this schema does not know (protobuf carries them through). The upstream's answer, status and
+one. A call that needs no rewriting goes upstream as the client's own bytes; a request naming one
+collection has that name replaced in its wire bytes (grpc_wire: every other byte as sent, nothing
+parsed); one with a batch or a lookup is parsed and serialised again, keeping the fields this schema
+does not know (protobuf carries them through). The upstream's answer, status and
 message come back as sent, with `x-bluegreen-color` / `x-bluegreen-collection` as initial metadata.
 """
 from __future__ import annotations
+
+# First, before anything imports grpc: the transport chooses grpc core's I/O mode, which grpc reads once, at import.
+from proxy.dataplane.grpc_transport import RESERVED_METADATA, UPSTREAM_CHANNEL_OPTIONS, GrpcCallError, GrpcForwarder  # isort: skip
 
 import asyncio
 import time
@@ -21,7 +26,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from proxy.dataplane.app import FAILOVER_SHARE, logical_refusal
-from proxy.dataplane.grpc_transport import RESERVED_METADATA, UPSTREAM_CHANNEL_OPTIONS, GrpcCallError, GrpcForwarder
+from proxy.dataplane.grpc_wire import NAME_FIELD, WireName, deep_fields, read_name
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.dataplane.request import Observer
 from proxy.grpc_schema import METHODS
@@ -48,6 +53,23 @@ _HTTP_STATUS = {
     Code.UNAVAILABLE: 503, Code.DEADLINE_EXCEEDED: 504,
 }
 _UPSTREAM_ERROR_KIND = {Code.UNAVAILABLE: "connect", Code.DEADLINE_EXCEEDED: "timeout", Code.INTERNAL: "5xx"}
+
+
+def _wire_routable() -> dict[str, frozenset[int]]:
+    """Method path -> the top-level fields that make its request need a parse (grpc_wire.deep_fields),
+    for every method about a collection whose request names it in field 1."""
+    out = {}
+    for path, spec in GRPC_METHODS.items():
+        request = METHODS[path].request.DESCRIPTOR
+        field = request.fields_by_number.get(NAME_FIELD)
+        if spec.about_collection and field is not None and field.name == "collection_name" and field.type == FieldDescriptor.TYPE_STRING:
+            out[path] = deep_fields(request, spec.batch, frozenset(LOOKUP_FIELDS))
+    return out
+
+
+# A request without any of its method's deep fields is routed from the wire: its name read and replaced
+# in place, never parsed (grpc_wire), so a large one (points, vectors) costs no more than a small one.
+_WIRE_ROUTABLE = _wire_routable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +186,16 @@ class GrpcFace(GrpcForwarder):
             return await self._unrouted(call, call.request)
         if not table.routes and table.reserved is None and grant is None:
             return await self._unrouted(call, call.request)  # nothing to decide: the bytes as sent
-        message = _parse(spec, call.request)
-        name = message.collection_name
+        deep = _WIRE_ROUTABLE.get(spec.path)
+        message = read_name(call.request, deep) if deep is not None else None
+        if message is not None:  # the request's one name, from the wire: no batch, no lookups
+            name, inner, lookups = message.name, [], []
+        else:
+            message = _parse(spec, call.request)
+            name = message.collection_name
+            inner = _inner_requests(message, spec)
+            lookups = list(_lookups(message)) if spec.kind is Kind.READ else []
         route = call.route = table.routes.get(name)
-        inner = _inner_requests(message, spec)
-        lookups = list(_lookups(message)) if spec.kind is Kind.READ else []
         if any(request.collection_name != name for request in inner):
             different = next(request.collection_name for request in inner if request.collection_name != name)
             if route is not None or different in table.routes or table.reserved in (name, different):
@@ -255,10 +282,14 @@ class GrpcFace(GrpcForwarder):
             )
         return decided
 
-    def _rewritten(self, call: Call, message: Message, inner: list[Message], lookups: list[tuple[Message, str]], colour: str) -> bytes:
+    def _rewritten(
+        self, call: Call, message: Message | WireName, inner: list[Message], lookups: list[tuple[Message, str]], colour: str,
+    ) -> bytes:
         """The request with every collection name as `colour`'s physical one (lookups naming other routes:
-        theirs); fields this schema does not know are kept."""
+        theirs); fields this schema does not know are kept (from the wire: every other byte as sent)."""
         physical = call.route.collection(colour)
+        if type(message) is WireName:
+            return message.replaced(call.request, physical)
         message.collection_name = physical
         for request in inner:
             request.collection_name = physical
@@ -271,7 +302,7 @@ class GrpcFace(GrpcForwarder):
 
     # ------------------------------------------------------------ sending
 
-    async def _read(self, call: Call, message: Message, inner, lookups, colour: str, forced: bool) -> bytes:
+    async def _read(self, call: Call, message: Message | WireName, inner, lookups, colour: str, forced: bool) -> bytes:
         route = call.route
         original = [(holder, field, getattr(holder, field)) for holder, field in lookups]
         outcome = await self._routed(call, colour, self._rewritten(call, message, inner, lookups, colour))
@@ -292,7 +323,7 @@ class GrpcFace(GrpcForwarder):
         outcome = await self._routed(call, colour, request)
         return await self._reply(call, colour, call.route.collection(colour), outcome)
 
-    async def _write_both(self, call: Call, message: Message, inner: list[Message]) -> bytes:
+    async def _write_both(self, call: Call, message: Message | WireName, inner: list[Message]) -> bytes:
         """Sent to both at once; acknowledged only when both succeed, else the failing side's status."""
         route = call.route
         blue_request = self._rewritten(call, message, inner, [], BLUE)
