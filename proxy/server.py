@@ -144,7 +144,8 @@ async def _serve(
 
     keep_large_blocks_returnable()
     allow_open_files(config.limits.max_connections + config.upstream.max_connections)
-    data_app = ProxyApp(live, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
+    inference = TextInference(embedders, metrics)  # text in, for REST and gRPC alike
+    data_app = ProxyApp(live, upstream, metrics, observer=safety, inference=inference)
     data_server = _Server(_uvicorn_config(data_app, listen, config.limits, config.shutdown_grace_period))
     shutting_down = asyncio.Event()  # /readyz answers 503 from the signal on
     admin_app = build_admin_app(live, metrics, safety, shutting_down)
@@ -188,7 +189,7 @@ async def _serve(
 
     grpc_face = None
     if config.grpc is not None:  # Qdrant's gRPC API, on this loop and this live snapshot
-        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc.host, config.grpc.port)
+        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc.host, config.grpc.port, inference)
 
     watcher = asyncio.create_task(reloader.watch(stop))
     safety_clock = asyncio.create_task(safety.run(stop))
