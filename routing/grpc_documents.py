@@ -152,21 +152,28 @@ def _plan(descriptor: Any) -> _Plan:
             children.append((child.name, _MAP, POSITIONS.get(value.name)))
         else:
             children.append((child.name, _REPEATED if child.is_repeated else _SINGLE, POSITIONS.get(target.name)))
-    raw = fields.get(_RAW_FIELD)
     plan = _Plan(
         name_field=next((name for name in _NAME_FIELDS if name in fields), None),
-        raw_field=raw is not None and raw.is_repeated and raw.type == FieldDescriptor.TYPE_FLOAT and _SPARSE_FIELD in fields,
+        raw_field=_has_raw_field(descriptor),
         children=tuple(children),
     )
     _PLANS[descriptor] = plan
     return plan
 
 
+def _has_raw_field(descriptor: Any) -> bool:
+    """The search API's request: its `vector` is a list of floats (sparse when `sparse_indices` is set)."""
+    fields = descriptor.fields_by_name
+    raw = fields.get(_RAW_FIELD)
+    return raw is not None and raw.is_repeated and raw.type == FieldDescriptor.TYPE_FLOAT and _SPARSE_FIELD in fields
+
+
 _REACHES: dict[Any, bool] = {}
 
 
 def _reaches_position(descriptor: Any) -> bool:
-    """Whether a message of this type is, or can hold, a vector position (payloads and filters cannot)."""
+    """Whether a message of this type is, or can hold, a vector position or the search API's raw vector
+    (payloads and filters cannot)."""
     known = _REACHES.get(descriptor)
     if known is not None:
         return known
@@ -174,7 +181,7 @@ def _reaches_position(descriptor: Any) -> bool:
     reaches = False
     while stack and not reaches:
         current = stack.pop()
-        reaches = current.name in POSITIONS
+        reaches = current.name in POSITIONS or _has_raw_field(current)
         for child in current.fields:
             if child.message_type is not None and child.message_type not in seen:
                 seen.add(child.message_type)
