@@ -8,8 +8,8 @@ one. On a route with `embed` every Document in the request is replaced by the em
 of the colour it goes to (as REST's text in), and raw vectors whose length fits one colour only pin
 the call to it (as REST, by the embedders' sizes or preflight's). A call that needs no rewriting goes
 upstream as the client's own bytes; a rewritten one keeps the fields this schema does not know
-(protobuf carries them through). The upstream's answer, status and
-message come back as sent, with `x-bluegreen-color` / `x-bluegreen-collection` as initial metadata.
+(protobuf carries them through). The upstream's answer, status and message come back as sent, with
+`x-bluegreen-color` / `x-bluegreen-collection` as initial metadata.
 """
 from __future__ import annotations
 
