@@ -143,7 +143,8 @@ async def _serve(
 
     keep_large_blocks_returnable()
     allow_open_files(config.limits.max_connections + config.upstream.max_connections)
-    data_app = ProxyApp(live, upstream, metrics, observer=safety, inference=TextInference(embedders, metrics))
+    inference = TextInference(embedders, metrics)  # text in, for REST and gRPC alike
+    data_app = ProxyApp(live, upstream, metrics, observer=safety, inference=inference)
     data_server = _Server(_uvicorn_config(data_app, listen, config.limits, config.shutdown_grace_period))
     shutting_down = asyncio.Event()  # /readyz answers 503 from the signal on
     admin_app = build_admin_app(live, metrics, safety, shutting_down)
@@ -189,7 +190,7 @@ async def _serve(
     if config.grpc is not None:  # Qdrant's gRPC API, on this loop and this live snapshot
         from proxy.dataplane.grpc_face import GrpcFace  # grpc and its schema load only when configured
 
-        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc)
+        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc, inference)
 
     watcher = asyncio.create_task(reloader.watch(stop))
     safety_clock = asyncio.create_task(safety.run(stop))

@@ -67,10 +67,7 @@ class VectorsFound:
 
     def texts_by_vector(self) -> dict[str, list[str]]:
         """Texts per vector name, in site order (the order `fill` expects)."""
-        grouped: dict[str, list[str]] = {}
-        for site in self.sites:
-            grouped.setdefault(site.vector, []).append(site.text)
-        return grouped
+        return texts_by_vector(self.sites)
 
     def fill(self, vectors: dict[str, list[list[float]]]) -> bytes:
         """The body with each Document replaced by its vector (`vectors[name][i]`: the i-th Document for
@@ -88,6 +85,14 @@ class VectorsFound:
         if self.parsed_by_orjson:
             return orjson.dumps(self.document)
         return json.dumps(self.document, separators=(",", ":")).encode()
+
+
+def texts_by_vector(sites: Iterable[Any]) -> dict[str, list[str]]:
+    """The texts of Documents (each with `.vector` and `.text`) per vector name, in their order."""
+    grouped: dict[str, list[str]] = {}
+    for site in sites:
+        grouped.setdefault(site.vector, []).append(site.text)
+    return grouped
 
 
 def find_vectors(operation: str, body: bytes, passthrough_models: frozenset[str], with_raw: bool) -> VectorsFound | None:

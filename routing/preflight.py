@@ -46,7 +46,11 @@ class VectorSizes:
     def pin(self, operation: str, body: bytes) -> str | None:
         """The colour a request's raw vectors pin it to (see `pinned_colour`), or None."""
         found = find_vectors(operation, body, frozenset(), True)
-        return pinned_colour(found.raw, self.size, COLOURS) if found is not None else None
+        return self.pinned(found.raw) if found is not None else None
+
+    def pinned(self, raw: list[tuple[str, int]]) -> str | None:
+        """The colour raw vectors (vector name, length) pin a request to, or None (none, or both fit)."""
+        return pinned_colour(raw, self.size, COLOURS) if raw else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
-"""proxy.dataplane.inference in process: a request's Documents found once, each colour's body with its
-own model's vectors (the real WordLlama model for blue, the OpenAI-compatible test service for green),
-raw vectors pinned to the colour whose size they fit, and embedder failures as that colour's failure."""
+"""proxy.dataplane.inference in process: a request's Documents found once (a REST body or a gRPC
+message), each colour's body with its own model's vectors (the real WordLlama model for blue, the
+OpenAI-compatible test service for green), raw vectors pinned to the colour whose size they fit, and
+embedder failures as that colour's failure."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ from proxy.dataplane.inference import EmbedFailure, TextInference
 from proxy.dataplane.live import Snapshot
 from proxy.dataplane.request import Request
 from proxy.embedding.embedders import EmbedderSet
+from proxy.grpc_schema import points_pb2
 from proxy.metrics import Metrics
 from routing.config import parse_config
 from routing.operations import classify
@@ -99,3 +101,27 @@ def test_a_failing_embedder_is_that_colours_failure():
     failure, blue = asyncio.run(with_inference(scenario))
     assert failure.kind == "embedder" and "answered HTTP 500" in failure.detail and "(route docs, green)" in failure.detail
     assert len(blue["query"]) == 256
+
+
+def test_a_grpc_message_gets_each_colours_own_embedding_and_its_raw_vectors_pin_it():
+    def query(nearest: points_pb2.VectorInput) -> points_pb2.QueryPoints:
+        return points_pb2.QueryPoints(collection_name="docs", query=points_pb2.Query(nearest=nearest))
+
+    async def scenario(inference, snapshot, _):
+        route, passthrough = snapshot.table.routes["docs"], snapshot.config.passthrough_models
+        message = query(points_pb2.VectorInput(document=points_pb2.Document(text="where is Paris", model="any")))
+        found, pinned = inference.prepare_message(route, "query", message, passthrough)
+        assert pinned is None  # text only: nothing pins it
+        embedded = {}
+        for colour in ("blue", "green"):  # one parsed message, each colour's vectors in turn
+            found.fill(await inference.embeddings(found, route, "query", colour))
+            embedded[colour] = list(points_pb2.QueryPoints.FromString(message.SerializeToString()).query.nearest.dense.data)
+        fits_green = query(points_pb2.VectorInput(dense=points_pb2.DenseVector(data=[0.1] * 32)))
+        fits_neither = query(points_pb2.VectorInput(dense=points_pb2.DenseVector(data=[0.1] * 5)))
+        pins = [inference.prepare_message(route, "query", each, passthrough) for each in (fits_green, fits_neither)]
+        return embedded, pins
+
+    embedded, pins = asyncio.run(with_inference(scenario))
+    assert len(embedded["blue"]) == 256
+    assert embedded["green"] == pytest.approx(vector_for("query: where is Paris", 32), abs=1e-6)
+    assert pins == [(None, "green"), (None, "blue")]  # a length that fits neither goes to blue

@@ -4,11 +4,14 @@ Per call, on the snapshot read once at its start: clients authenticated from the
 `authorization` metadata (routing.clients), the method's REST twin (routing.grpc_methods) says read /
 write / info / refused, and a call on a routed logical collection goes to the colour REST would pick
 for the same key (its metadata), every collection name in the request mapped to that colour's physical
-one. A call that needs no rewriting goes upstream as the client's own bytes; a request naming one
-collection has that name replaced in its wire bytes (grpc_wire: every other byte as sent, nothing
-parsed); one with a batch or a lookup is parsed and serialised again, keeping the fields this schema
-does not know (protobuf carries them through). The upstream's answer, status and
-message come back as sent, with `x-bluegreen-color` / `x-bluegreen-collection` as initial metadata.
+one. On a route with `embed` every Document in the request is replaced by the embedding of the model
+of the colour it goes to (as REST's text in), and raw vectors whose length fits one colour only pin
+the call to it (as REST, by the embedders' sizes or preflight's). A call that needs no rewriting goes
+upstream as the client's own bytes; a request naming one collection (and no Document) has that name
+replaced in its wire bytes (grpc_wire: every other byte as sent, nothing parsed); one with a batch, a
+lookup or a Document is parsed and serialised again, keeping the fields this schema does not know
+(protobuf carries them through). The upstream's answer, status and message come back as sent, with
+`x-bluegreen-color` / `x-bluegreen-collection` as initial metadata.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from grpc import aio
 
 from proxy.dataplane.app import FAILOVER_SHARE, logical_refusal
 from proxy.dataplane.grpc_wire import NAME_FIELD, WireName, deep_fields, read_name
+from proxy.dataplane.inference import EmbedFailure, TextInference
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.dataplane.request import Observer
 from proxy.grpc_schema import METHODS
@@ -34,6 +38,7 @@ from proxy.metrics import GRPC, NO_COLOUR, UNROUTED, Metrics
 from routing.aliases import alias_refusal
 from routing.clients import Grant, Unauthenticated
 from routing.config import Grpc, Upstream
+from routing.grpc_documents import MessageVectors, find_message_vectors
 from routing.grpc_methods import ALIASES_METHOD, GRPC_METHODS, LOOKUP_FIELDS, GrpcMethod
 from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind
 from routing.reserved import reserved_message
@@ -118,12 +123,17 @@ class Call:
     context: aio.ServicerContext
     route: CompiledRoute | None = None
     lookup_colours: dict[str, str] | None = None
+    lookup_names: list[str] | None = None  # the lookups' names as sent, before a colour's were set
+    vectors: MessageVectors | None = None  # the Documents each colour's request gets its embeddings for
 
 
 class GrpcFace(GrpcForwarder):
     """The proxy's gRPC listener: `await start()` / `await stop()` on the loop that serves REST."""
 
-    def __init__(self, live: LiveConfig, metrics: Metrics, observer: Observer, settings: Upstream, upstream: str, listener: Grpc):
+    def __init__(
+        self, live: LiveConfig, metrics: Metrics, observer: Observer, settings: Upstream, upstream: str, listener: Grpc,
+        inference: TextInference | None = None,
+    ):
         limits = live.snapshot.config.limits
         server_options = (
             ("grpc.max_receive_message_length", limits.max_body_bytes),  # read at start-up, as the REST listener's
@@ -138,6 +148,7 @@ class GrpcFace(GrpcForwarder):
         self.metrics = metrics
         self.observer = observer
         self.settings = settings
+        self.inference = inference  # routes with `embed`
         self.in_flight = 0
 
     async def serve_call(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
@@ -210,20 +221,43 @@ class GrpcFace(GrpcForwarder):
         self._authorize(call, grant, name, [getattr(m, f) for m, f in lookups])
         if route is None:
             return await self._unrouted(call, call.request)
+        pinned = None
+        if (route.settings.embed is not None and self.inference is not None) or snapshot.vector_sizes:
+            if type(message) is WireName:  # Documents and raw vectors are read from the parsed message
+                message = _parse(spec, call.request)
+            pinned = self._find_vectors(call, message)  # the plain path skips this
         kind = spec.kind
         if kind is Kind.READ:
             forced = route.forced_colour(call.client)
+            if forced is None and pinned is not None:
+                forced = pinned  # a raw vector only this colour's collection takes
+                self.metrics.pinned.labels(route.name, pinned).inc()
             colour = forced or route.split_colour(snapshot.threshold(route), call.client, call.request)
             return await self._read(call, message, inner, lookups, colour, forced is not None)
         if kind is Kind.WRITE:
             policy = route.settings.writes
+            if pinned is not None:
+                policy = pinned
+                self.metrics.pinned.labels(route.name, pinned).inc()
             if policy == "both":
                 return await self._write_both(call, message, inner)
-            return await self._answer(call, policy, self._rewritten(call, message, inner, lookups, policy))
+            return await self._answer(call, policy, message, inner, lookups)
         if kind is Kind.INFO:
             colour = route.forced_colour(call.client) or BLUE
-            return await self._answer(call, colour, self._rewritten(call, message, inner, lookups, colour))
+            return await self._answer(call, colour, message, inner, lookups)
         raise GrpcCallError(Code.INVALID_ARGUMENT, logical_refusal(route, spec.operation))
+
+    def _find_vectors(self, call: Call, message: Message) -> str | None:
+        """On a route with `embed`, the call's Documents (kept on the call); the colour its raw vectors
+        pin it to (by the embedders' sizes, or on a route without `embed` preflight's), or None."""
+        route, operation = call.route, call.method.operation
+        if route.settings.embed is not None and self.inference is not None:
+            passthrough = call.snapshot.config.passthrough_models
+            call.vectors, pinned = self.inference.prepare_message(route, operation, message, passthrough)
+            return pinned
+        sizes = call.snapshot.vector_sizes.get(route.name)
+        found = find_message_vectors(operation, message, frozenset(), True) if sizes is not None else None
+        return sizes.pinned(found.raw) if found is not None else None
 
     def _authenticate(self, call: Call) -> Grant | None:
         """With `clients`: who sends the call (UNAUTHENTICATED when no one the proxy knows); the client's
@@ -282,30 +316,43 @@ class GrpcFace(GrpcForwarder):
             )
         return decided
 
-    def _rewritten(
+    async def _colour_request(
         self, call: Call, message: Message | WireName, inner: list[Message], lookups: list[tuple[Message, str]], colour: str,
     ) -> bytes:
-        """The request with every collection name as `colour`'s physical one (lookups naming other routes:
-        theirs); fields this schema does not know are kept (from the wire: every other byte as sent)."""
+        """`colour`'s request bytes, the one place they are built: every collection name as `colour`'s
+        physical one (lookups naming other routes: theirs) and, on a route with `embed`, `colour`'s own
+        model's embeddings in place of the Documents; fields this schema does not know are kept. Any
+        colour, any number of times, in any order, on the one parsed message. Raises GrpcCallError
+        (UNAVAILABLE; DEADLINE_EXCEEDED on a timeout) with REST's message when `colour`'s embedder fails."""
+        found = call.vectors
+        if found is not None:
+            try:
+                embedded = await self.inference.embeddings(found, call.route, call.method.operation, colour)
+            except EmbedFailure as failure:
+                code = Code.DEADLINE_EXCEEDED if failure.kind == "timeout" else Code.UNAVAILABLE
+                raise GrpcCallError(code, failure.detail) from None
+            found.fill(embedded)  # from here to the bytes without a pause: another colour's build cannot interleave
         physical = call.route.collection(colour)
         if type(message) is WireName:
             return message.replaced(call.request, physical)
         message.collection_name = physical
         for request in inner:
             request.collection_name = physical
-        routes = call.snapshot.table.routes
-        for holder, field in lookups:
-            other = routes.get(getattr(holder, field)) if getattr(holder, field) != physical else None
-            if other is not None:
-                setattr(holder, field, other.collection(self._lookup_colour(call, other, colour)))
+        if lookups:
+            names = call.lookup_names
+            if names is None:
+                names = call.lookup_names = [getattr(holder, field) for holder, field in lookups]
+            routes = call.snapshot.table.routes
+            for (holder, field), name in zip(lookups, names):
+                other = routes.get(name) if name != physical else None
+                setattr(holder, field, other.collection(self._lookup_colour(call, other, colour)) if other is not None else name)
         return message.SerializeToString()
 
     # ------------------------------------------------------------ sending
 
     async def _read(self, call: Call, message: Message | WireName, inner, lookups, colour: str, forced: bool) -> bytes:
         route = call.route
-        original = [(holder, field, getattr(holder, field)) for holder, field in lookups]
-        outcome = await self._routed(call, colour, self._rewritten(call, message, inner, lookups, colour))
+        outcome = await self._routed(call, colour, message, inner, lookups)
         if (
             colour == GREEN and not forced and route.settings.failover and isinstance(outcome, GrpcCallError)
             and outcome.code in FAILURE_CODES
@@ -313,22 +360,19 @@ class GrpcFace(GrpcForwarder):
         ):
             # The client never sees a green failure it can be spared: answer from blue (as REST does).
             self.metrics.failovers.labels(route.name).inc()
-            for holder, field, name in original:
-                setattr(holder, field, name)
             colour = BLUE
-            outcome = await self._routed(call, BLUE, self._rewritten(call, message, inner, lookups, BLUE), since=time.perf_counter())
+            outcome = await self._routed(call, BLUE, message, inner, lookups, since=time.perf_counter())
         return await self._reply(call, colour, route.collection(colour), outcome)
 
-    async def _answer(self, call: Call, colour: str, request: bytes) -> bytes:
-        outcome = await self._routed(call, colour, request)
+    async def _answer(self, call: Call, colour: str, message: Message, inner: list[Message], lookups) -> bytes:
+        outcome = await self._routed(call, colour, message, inner, lookups)
         return await self._reply(call, colour, call.route.collection(colour), outcome)
 
     async def _write_both(self, call: Call, message: Message | WireName, inner: list[Message]) -> bytes:
-        """Sent to both at once; acknowledged only when both succeed, else the failing side's status."""
+        """Sent to both at once (each embedded with its own model); acknowledged only when both succeed,
+        else the failing side's status."""
         route = call.route
-        blue_request = self._rewritten(call, message, inner, [], BLUE)
-        green_request = self._rewritten(call, message, inner, [], GREEN)
-        blue, green = await asyncio.gather(self._routed(call, BLUE, blue_request), self._routed(call, GREEN, green_request))
+        blue, green = await asyncio.gather(self._routed(call, BLUE, message, inner, []), self._routed(call, GREEN, message, inner, []))
         if isinstance(blue, GrpcCallError):
             return await self._reply(call, BLUE, route.blue, blue)
         if isinstance(green, GrpcCallError):
@@ -341,10 +385,20 @@ class GrpcFace(GrpcForwarder):
             raise outcome
         return outcome
 
-    async def _routed(self, call: Call, colour: str, request: bytes, since: float | None = None) -> bytes | GrpcCallError:
+    async def _routed(
+        self, call: Call, colour: str, message: Message, inner: list[Message], lookups, since: float | None = None,
+    ) -> bytes | GrpcCallError:
+        """Send `colour`'s request to its physical collection; `since` starts the clock of a retry."""
         route = call.route
         series = self.metrics.series(route.name, colour, route.collection(colour), call.method.operation, GRPC)
         started = call.started if since is None else since
+        try:
+            request = await self._colour_request(call, message, inner, lookups, colour)
+        except GrpcCallError as failure:  # its embedder failed: nothing went upstream; REST's 502 / 504 for the metrics
+            seconds = time.perf_counter() - started
+            series.observe(504 if failure.code is Code.DEADLINE_EXCEEDED else 502, seconds)
+            self.observer.observe(route.name, colour, call.method.operation, None, seconds)
+            return failure
         outcome = await self._exchange(call, request, series, started)
         seconds = time.perf_counter() - started
         if isinstance(outcome, GrpcCallError):

@@ -1,22 +1,27 @@
 """Text in, each colour's vectors out: the data path's side of a route with `embed`.
 
-For such a route the request's Documents (and raw vectors) are found once (`prepare`); each colour
-the request is sent to then gets a body with its own model's embeddings (`body_for`): queries with
-the embedder's query prefix, writes with its document prefix. A raw vector whose length fits only
-one colour pins the request to that colour.
+For such a route the request's Documents (and raw vectors) are found once (`prepare`, over gRPC
+`prepare_message`); each colour the request is sent to then gets its own model's embeddings
+(`embeddings`; `body_for` the REST body with them): queries with the embedder's query prefix, writes
+with its document prefix. A raw vector whose length fits only one colour pins the request to that
+colour.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from proxy.embedding.embedders import EmbedderError, EmbedderSet
-from proxy.metrics import Metrics
+from google.protobuf.message import Message
+
 from proxy.dataplane.request import Request
 from proxy.dataplane.upstream import UpstreamFailure
+from proxy.embedding.backend import Vector
+from proxy.embedding.embedders import EmbedderError, EmbedderSet
+from proxy.metrics import Metrics
 from routing.config import RouteEmbed
-from routing.documents import UNNAMED, WRITE_OPERATIONS, find_vectors, pinned_colour
-from routing.table import COLOURS
+from routing.documents import UNNAMED, WRITE_OPERATIONS, VectorsFound, find_vectors, pinned_colour
+from routing.grpc_documents import MessageVectors, find_message_vectors
+from routing.table import COLOURS, CompiledRoute
 
 log = logging.getLogger("bluegreen.embed")
 
@@ -44,15 +49,31 @@ class TextInference:
             return None
         if found.sites:
             request.vectors = found
-        if not found.raw or not pinnable:
-            return None
-        return pinned_colour(found.raw, lambda colour, name: self._dimensions(embed, colour, name), COLOURS)
+        return self._pinned(embed, found.raw) if pinnable else None
+
+    def prepare_message(
+        self, route: CompiledRoute, operation: str, message: Message, passthrough_models: frozenset[str],
+    ) -> tuple[MessageVectors | None, str | None]:
+        """`prepare` for a gRPC request message: its Documents (None: none), and the colour its raw
+        vectors pin it to (or None)."""
+        embed = route.settings.embed
+        pinnable = self._pinnable(embed)
+        found = find_message_vectors(operation, message, passthrough_models, pinnable)
+        if found is None:
+            return None, None
+        return (found if found.sites else None), (self._pinned(embed, found.raw) if pinnable else None)
 
     async def body_for(self, request: Request, colour: str) -> bytes:
         """The request body with `colour`'s embeddings in place of its Documents. Raises EmbedFailure."""
         found = request.vectors
-        route = request.route
-        kind = "document" if request.operation in WRITE_OPERATIONS else "query"
+        return found.fill(await self.embeddings(found, request.route, request.operation, colour))
+
+    async def embeddings(
+        self, found: VectorsFound | MessageVectors, route: CompiledRoute, operation: str, colour: str,
+    ) -> dict[str, list[Vector]]:
+        """`colour`'s embeddings of the texts found, per vector name (as `fill` takes them): writes with
+        the document prefix, the rest with the query prefix. Raises EmbedFailure."""
+        kind = "document" if operation in WRITE_OPERATIONS else "query"
         calls = {}
         for vector, texts in found.texts_by_vector().items():
             name = route.settings.embed.embedder_for(colour, vector)
@@ -70,7 +91,12 @@ class TextInference:
         except EmbedderError as error:
             kind = "timeout" if error.kind == "timeout" else "embedder"
             raise EmbedFailure(kind, f"Embedding failed: {error} (route {route.name}, {colour})") from None
-        return found.fill(dict(zip(calls, results)))
+        return dict(zip(calls, results))
+
+    def _pinned(self, embed: RouteEmbed, raw: list[tuple[str, int]]) -> str | None:
+        if not raw:
+            return None
+        return pinned_colour(raw, lambda colour, name: self._dimensions(embed, colour, name), COLOURS)
 
     def _pinnable(self, embed: RouteEmbed) -> bool:
         """Whether the two colours' vectors can differ in length (else raw vectors are not looked at)."""
