@@ -188,7 +188,9 @@ async def _serve(
 
     grpc_face = None
     if config.grpc is not None:  # Qdrant's gRPC API, on this loop and this live snapshot
-        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc.host, config.grpc.port)
+        grpc_face = GrpcFace(
+            live, metrics, safety, config.upstream, grpc_target, config.grpc.host, config.grpc.port, shadow=data_app.shadow,
+        )
 
     watcher = asyncio.create_task(reloader.watch(stop))
     safety_clock = asyncio.create_task(safety.run(stop))
