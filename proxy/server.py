@@ -190,7 +190,7 @@ async def _serve(
     if config.grpc is not None:  # Qdrant's gRPC API, on this loop and this live snapshot
         from proxy.dataplane.grpc_face import GrpcFace  # grpc and its schema load only when configured
 
-        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc, inference)
+        grpc_face = GrpcFace(live, metrics, safety, config.upstream, grpc_target, config.grpc, inference, shadow=data_app.shadow)
 
     watcher = asyncio.create_task(reloader.watch(stop))
     safety_clock = asyncio.create_task(safety.run(stop))

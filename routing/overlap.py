@@ -1,8 +1,8 @@
 """How much two colours' answers to the same search agree: ranked point ids, overlap@k and RBO.
 
 Pure. `ranked_ids` reads the point ids, best first, from a Qdrant answer of any search-type
-operation (one list per sub-request for the batch forms); `overlap_at_k` and `rank_biased_overlap`
-score two such lists.
+operation (one list per sub-request for the batch forms), `ranked_ids_of_message` the same from a
+parsed gRPC answer; `overlap_at_k` and `rank_biased_overlap` score two such lists.
 
 Depth. Both scores look at the top `k` of each list. When both lists are shorter than `k` (a
 `limit` below `k`, or a filter that matched fewer points) they are compared at the longer list's
@@ -20,6 +20,7 @@ whereas the truncated sum would give identical top-10 lists only 1 - 0.9^10 = 0.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Hashable
 
 from routing.operations import SEARCH_OPERATIONS
@@ -69,21 +70,55 @@ def _single(operation: str, result: Any) -> list[Hashable]:
         groups = result.get("groups") if isinstance(result, dict) else None
         if not isinstance(groups, list):
             raise UnreadableResult(f"{operation}: result holds no `groups` list")
-        ids: list[Hashable] = []
-        seen: set = set()
-        for group in groups:
-            hits = group.get("hits") if isinstance(group, dict) else None
-            if not isinstance(hits, list):
-                raise UnreadableResult(f"{operation}: a group holds no `hits` list")
-            for point_id in _point_ids(hits):
-                if point_id not in seen:
-                    seen.add(point_id)
-                    ids.append(point_id)
-        return ids
+        return _each_once(_point_ids(_hits(operation, group)) for group in groups)
     points = result.get("points") if isinstance(result, dict) else result
     if not isinstance(points, list):
         raise UnreadableResult(f"{operation}: result holds no list of points")
     return _point_ids(points)
+
+
+def _hits(operation: str, group: Any) -> list:
+    hits = group.get("hits") if isinstance(group, dict) else None
+    if not isinstance(hits, list):
+        raise UnreadableResult(f"{operation}: a group holds no `hits` list")
+    return hits
+
+
+def _each_once(groups: Iterable[list[Hashable]]) -> list[Hashable]:
+    """Every group's ids in group order, a point repeated in two groups counted once."""
+    ids: list[Hashable] = []
+    seen: set = set()
+    for group in groups:
+        for point_id in group:
+            if point_id not in seen:
+                seen.add(point_id)
+                ids.append(point_id)
+    return ids
+
+
+def ranked_ids_of_message(operation: str, response: Any) -> list[list[Hashable]]:
+    """`ranked_ids` of a parsed gRPC answer to a search-type method (`QueryResponse`,
+    `SearchBatchResponse`, `QueryGroupsResponse`, ...), read through the fields all of them share:
+    `result` (the points; a batch: one `result` per sub-request; groups: `groups`, each with `hits`)
+    and each point's `id` (`num` as an integer, `uuid` as a string)."""
+    if operation not in SEARCH_OPERATIONS:
+        raise UnreadableResult(f"{operation}: not a search-type operation")
+    result = response.result
+    if operation in _BATCH:
+        return [_message_ids(item.result) for item in result]
+    if operation in _GROUPS:
+        return [_each_once(_message_ids(group.hits) for group in result.groups)]
+    return [_message_ids(result)]
+
+
+def _message_ids(points: Iterable[Any]) -> list[Hashable]:
+    ids = []
+    for point in points:
+        which = point.id.WhichOneof("point_id_options")
+        if which is None:
+            raise UnreadableResult("a point has no `num` or `uuid` id")
+        ids.append(getattr(point.id, which))
+    return ids
 
 
 def _point_ids(points: list) -> list[Hashable]:

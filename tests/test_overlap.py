@@ -112,3 +112,50 @@ def test_only_the_top_k_counts():
 def test_two_empty_answers_are_not_scored():
     assert overlap_at_k([], [], 10) is None
     assert rank_biased_overlap([], [], 10) is None
+
+
+# ---------------------------------------------------------------- ids from gRPC answers (parsed protobuf)
+
+
+def _scored(*ids):
+    from qdrant_client import grpc as q
+
+    return [q.ScoredPoint(id=q.PointId(uuid=i) if isinstance(i, str) else q.PointId(num=i), score=1.0) for i in ids]
+
+
+def _parsed(method: str, response):
+    """As the gRPC face reads an answer: its bytes parsed with the proxy's own schema."""
+    from proxy.grpc_schema import METHODS
+
+    return METHODS[f"/qdrant.Points/{method}"].response.FromString(response.SerializeToString())
+
+
+def test_grpc_answers_give_the_same_ranked_ids_as_their_rest_twins():
+    from qdrant_client import grpc as q
+
+    from routing.overlap import ranked_ids_of_message
+
+    assert ranked_ids_of_message("query", _parsed("Query", q.QueryResponse(result=_scored(7, UUID, 3)))) == [[7, UUID, 3]]
+    for method, operation in (("Search", "search"), ("Recommend", "recommend"), ("Discover", "discover")):
+        response = getattr(q, f"{method}Response")(result=_scored(2, 1))
+        assert ranked_ids_of_message(operation, _parsed(method, response)) == [[2, 1]]
+    batch = q.SearchBatchResponse(result=[q.BatchResult(result=_scored(1)), q.BatchResult(), q.BatchResult(result=_scored(3, 2))])
+    assert ranked_ids_of_message("search_batch", _parsed("SearchBatch", batch)) == [[1], [], [3, 2]]
+    assert ranked_ids_of_message("query_batch", _parsed("QueryBatch", q.QueryBatchResponse())) == []
+    groups = q.QueryGroupsResponse(result=q.GroupsResult(groups=[
+        q.PointGroup(id=q.GroupId(string_value="a"), hits=_scored(3, 1)),
+        q.PointGroup(id=q.GroupId(string_value="b"), hits=_scored(2, 3)),  # a point with two group values comes twice
+    ]))
+    assert ranked_ids_of_message("query_groups", _parsed("QueryGroups", groups)) == [[3, 1, 2]]
+    assert ranked_ids_of_message("search_groups", _parsed("SearchGroups", q.SearchGroupsResponse())) == [[]]
+
+
+def test_grpc_answers_that_are_not_search_results_are_refused():
+    from qdrant_client import grpc as q
+
+    from routing.overlap import ranked_ids_of_message
+
+    with pytest.raises(UnreadableResult):  # a point without an id
+        ranked_ids_of_message("query", _parsed("Query", q.QueryResponse(result=[q.ScoredPoint(score=1.0)])))
+    with pytest.raises(UnreadableResult):
+        ranked_ids_of_message("scroll", _parsed("Query", q.QueryResponse()))

@@ -11,7 +11,9 @@ upstream as the client's own bytes; a request naming one collection (and no Docu
 replaced in its wire bytes (grpc_wire: every other byte as sent, nothing parsed); one with a batch, a
 lookup or a Document is parsed and serialised again, keeping the fields this schema does not know
 (protobuf carries them through). The upstream's answer, status and message come back as sent, with
-`x-bluegreen-color` / `x-bluegreen-collection` as initial metadata.
+`x-bluegreen-color` / `x-bluegreen-collection` as initial metadata. A sampled read on a route with
+`shadow` goes to the other colour once its call has ended (`GrpcShadowRead`, counted and scored by
+the REST path's own `ShadowSender`).
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from __future__ import annotations
 from proxy.dataplane.grpc_transport import RESERVED_METADATA, UPSTREAM_CHANNEL_OPTIONS, GrpcCallError, GrpcForwarder  # isort: skip
 
 import asyncio
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -31,8 +34,10 @@ from grpc import aio
 from proxy.dataplane.app import FAILOVER_SHARE, logical_refusal
 from proxy.dataplane.grpc_wire import NAME_FIELD, WireName, deep_fields, read_name
 from proxy.dataplane.inference import EmbedFailure, TextInference
+from proxy.dataplane.grpc_vectors import raw_vectors
 from proxy.dataplane.live import LiveConfig, Snapshot
 from proxy.dataplane.request import Observer
+from proxy.dataplane.shadow import ShadowFailed, ShadowSender
 from proxy.grpc_schema import METHODS
 from proxy.metrics import GRPC, NO_COLOUR, UNROUTED, Metrics
 from routing.aliases import alias_refusal
@@ -41,6 +46,7 @@ from routing.config import Grpc, Upstream
 from routing.grpc_documents import MessageVectors, find_message_vectors
 from routing.grpc_methods import ALIASES_METHOD, GRPC_METHODS, LOOKUP_FIELDS, GrpcMethod
 from routing.operations import SEARCH_OPERATIONS, UNROUTED_OPERATION, Kind
+from routing.overlap import UnreadableResult, ranked_ids_of_message
 from routing.reserved import reserved_message
 from routing.table import BLUE, GREEN, CompiledRoute
 
@@ -125,6 +131,7 @@ class Call:
     lookup_colours: dict[str, str] | None = None
     lookup_names: list[str] | None = None  # the lookups' names as sent, before a colour's were set
     vectors: MessageVectors | None = None  # the Documents each colour's request gets its embeddings for
+    upstream_seconds: float = 0.0  # the last upstream exchange, send to answer
 
 
 class GrpcFace(GrpcForwarder):
@@ -133,6 +140,7 @@ class GrpcFace(GrpcForwarder):
     def __init__(
         self, live: LiveConfig, metrics: Metrics, observer: Observer, settings: Upstream, upstream: str, listener: Grpc,
         inference: TextInference | None = None,
+        *, shadow: ShadowSender,
     ):
         limits = live.snapshot.config.limits
         server_options = (
@@ -149,6 +157,7 @@ class GrpcFace(GrpcForwarder):
         self.observer = observer
         self.settings = settings
         self.inference = inference  # routes with `embed`
+        self.shadow = shadow  # the REST app's: one max_inflight per route for both faces
         self.in_flight = 0
 
     async def serve_call(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
@@ -353,15 +362,22 @@ class GrpcFace(GrpcForwarder):
     async def _read(self, call: Call, message: Message | WireName, inner, lookups, colour: str, forced: bool) -> bytes:
         route = call.route
         outcome = await self._routed(call, colour, message, inner, lookups)
-        if (
+        failed_over = (
             colour == GREEN and not forced and route.settings.failover and isinstance(outcome, GrpcCallError)
             and outcome.code in FAILURE_CODES
             and call.deadline - time.monotonic() >= self.settings.timeout * FAILOVER_SHARE
-        ):
+        )
+        if failed_over:
             # The client never sees a green failure it can be spared: answer from blue (as REST does).
             self.metrics.failovers.labels(route.name).inc()
             colour = BLUE
             outcome = await self._routed(call, BLUE, message, inner, lookups, since=time.perf_counter())
+        elif route.settings.shadow is not None and self.shadow.sampled(route, call.method.operation):
+            # Started once the call has ended: the client's answer is sent before the shadow begins.
+            launch = functools.partial(
+                self.shadow.launch, GrpcShadowRead(self, call, outcome, message, inner, lookups), colour, forced, not isinstance(outcome, GrpcCallError),
+            )
+            call.context.add_done_callback(lambda _context: launch())
         return await self._reply(call, colour, route.collection(colour), outcome)
 
     async def _answer(self, call: Call, colour: str, message: Message, inner: list[Message], lookups) -> bytes:
@@ -419,6 +435,7 @@ class GrpcFace(GrpcForwarder):
 
     async def _exchange(self, call: Call, request: bytes, series, started: float) -> bytes | GrpcCallError:
         remaining = call.deadline - time.monotonic()
+        sent = time.perf_counter()
         try:
             if remaining <= 0:
                 raise GrpcCallError(Code.DEADLINE_EXCEEDED, "Deadline exceeded: no time left for the upstream call")
@@ -429,7 +446,9 @@ class GrpcFace(GrpcForwarder):
                 series.upstream_error(kind)
             series.observe(_HTTP_STATUS.get(error.code, 500), time.perf_counter() - started)
             return error
-        series.observe(200, time.perf_counter() - started)
+        answered = time.perf_counter()
+        call.upstream_seconds = answered - sent
+        series.observe(200, answered - started)
         return answer
 
 
@@ -468,6 +487,52 @@ def upstream_keepalive_options(listener: Grpc) -> tuple[tuple[str, int], ...]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
     )
+
+
+class GrpcShadowRead:
+    """A sampled gRPC read as the shared shadow bookkeeping (proxy.dataplane.shadow) asks of it. The other
+    colour's request is built by the face's `_colour_request` from the call's own parsed message (which
+    it maps, and embeds, for any colour, any number of times), and sent with the answered call's metadata within
+    `upstream.timeout` (the client has its answer: its deadline no longer applies). The exchange is the
+    shadow's own: no request metrics, no guard window but the pair's."""
+
+    __slots__ = ("face", "call", "answer", "message", "inner", "lookups", "route", "operation", "answered_seconds")
+
+    def __init__(self, face: GrpcFace, call: Call, answer: bytes | GrpcCallError, message: Message | WireName, inner, lookups):
+        self.face, self.call, self.answer = face, call, answer
+        self.message, self.inner, self.lookups = message, inner, lookups
+        self.route, self.operation, self.answered_seconds = call.route, call.method.operation, call.upstream_seconds
+
+    def may_hold_raw_vectors(self) -> bool:
+        return True  # told by walking the message, which the sizes check does only when the sizes differ
+
+    def raw_vectors(self) -> list[tuple[str, int]]:
+        return raw_vectors(_parse(self.call.method, self.call.request))
+
+    def answered_ids(self) -> list[list[Hashable]]:
+        return self._ranked_ids(self.answer)
+
+    async def shadow_ids(self, colour: str) -> tuple[list[list[Hashable]], float]:
+        call, face = self.call, self.face
+        spec = call.method
+        try:
+            request = await face._colour_request(call, self.message, self.inner, self.lookups, colour)
+            sent = time.perf_counter()
+            answer = await face.forward(spec.path, request, call.metadata, face.settings.timeout)
+        except GrpcCallError as error:
+            raise ShadowFailed(f"{error.code.name}: {error.details}") from None
+        seconds = time.perf_counter() - sent
+        try:
+            return self._ranked_ids(answer), seconds
+        except UnreadableResult as exc:
+            raise ShadowFailed(str(exc)) from None
+
+    def _ranked_ids(self, answer: bytes) -> list[list[Hashable]]:
+        try:
+            response = METHODS[self.call.method.path].response.FromString(answer)
+        except DecodeError:
+            raise UnreadableResult("the answer is not the method's response message") from None
+        return ranked_ids_of_message(self.operation, response)
 
 
 def _parse(spec: GrpcMethod, request: bytes) -> Message:
