@@ -55,7 +55,9 @@ def old_qdrant_client_python() -> Path:
 
 
 def node_client() -> Path:
-    """A directory with tests/grpc_clients/js/client.mjs beside the node_modules its package-lock.json pins."""
+    """A directory with tests/grpc_clients/js/client.mjs beside the node_modules its package-lock.json pins:
+    @qdrant/js-client-grpc 1.18.0 (its version check accepts Qdrant 1.17 to 1.19; 1.19.0 needs Node 22)
+    with connect 2.1.2, which runs on Debian 12's Node 18 though it declares 20 (connect 2.2 declares 22)."""
     source = CLIENTS / "js"
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
