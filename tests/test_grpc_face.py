@@ -4,6 +4,7 @@ physical collection the proxy named; raw calls (qdrant-client's own stubs) where
 initial metadata matter."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import grpc
@@ -13,7 +14,7 @@ from qdrant_client import grpc as qgrpc
 from qdrant_client import models
 
 from tests.support import (
-    RunningProxy, free_port, metric_value, qdrant_client, qdrant_grpc_client, route_yaml, start_embedded_upstream, wait_until,
+    ADMIN_TOKEN, RunningProxy, free_port, metric_value, qdrant_client, qdrant_grpc_client, route_yaml, start_embedded_upstream, wait_until,
 )
 
 DIM = 4
@@ -50,13 +51,13 @@ def fill(client, name: str, offset: float = 0.0, count: int = 4) -> None:
 class Face:
     """A proxy process with a gRPC listener, its routes rewritten in place (hot reload)."""
 
-    def __init__(self, tmp_path, upstream, routes: str, extra_yaml: str = "", grpc_url: str | None = None):
+    def __init__(self, tmp_path, upstream, routes: str, extra_yaml: str = "", grpc_url: str | None = None, admin_options: str = ""):
         url, grpc_port = upstream
         self.grpc_port = free_port()
         target = grpc_url or f"127.0.0.1:{grpc_port}"
         self.proxy = RunningProxy(
             tmp_path / "proxy", url, routes, extra_yaml=f"grpc: {{host: 127.0.0.1, port: {self.grpc_port}}}\n" + extra_yaml,
-            upstream_options=f"timeout: 10s, grpc_url: '{target}'",
+            upstream_options=f"timeout: 10s, grpc_url: '{target}'", admin_options=admin_options,
         )
 
     def __enter__(self) -> "Face":
@@ -198,6 +199,47 @@ def test_hot_reload_moves_grpc_traffic(tmp_path, upstream, direct):
         wait_until(lambda: initial(query(face.points, "docs", "u1")[1])["x-bluegreen-color"] == "green", timeout=10)
         text = face.proxy.metrics_text()
         assert metric_value(text, "bluegreen_requests_total", route="docs", color="green", operation="query") >= 1
+
+
+@pytest.mark.slow
+def test_many_keys_get_the_same_colour_over_rest_and_grpc(tmp_path, upstream, direct):
+    blue, green = f"b_{uuid.uuid4().hex[:8]}", f"g_{uuid.uuid4().hex[:8]}"
+    fill(direct, blue)
+    fill(direct, green)
+    with Face(tmp_path, upstream, route_yaml("docs", blue, green, 50)) as face, \
+            httpx.Client(base_url=face.proxy.url, timeout=10) as rest:
+        colours = {}
+        for n in range(200):
+            user = f"key-{n}"
+            over_grpc = initial(query(face.points, "docs", user)[1])["x-bluegreen-color"]
+            over_rest = rest.post("/collections/docs/points/query", json={"query": [1.0, 0.2, 0.1, 0.0], "limit": 3},
+                                  headers={"x-user-id": user}).headers["x-bluegreen-color"]
+            assert over_grpc == over_rest, user
+            colours[user] = over_grpc
+        # Keys, not chance: the same key again gets the same colour; and the split is near the route's 50%.
+        assert all(initial(query(face.points, "docs", user)[1])["x-bluegreen-color"] == colour for user, colour in list(colours.items())[:50])
+        assert 70 <= list(colours.values()).count("green") <= 130
+
+
+@pytest.mark.slow
+def test_an_admin_rollback_moves_grpc_traffic_within_a_second(tmp_path, upstream, direct):
+    blue, green = f"b_{uuid.uuid4().hex[:8]}", f"g_{uuid.uuid4().hex[:8]}"
+    fill(direct, blue)
+    fill(direct, green)
+    with Face(tmp_path, upstream, route_yaml("docs", blue, green, 100), admin_options=f"token: {ADMIN_TOKEN}") as face:
+        client = face.client(headers={"x-user-id": "u1"})  # its connection, opened before the rollback, stays open
+        assert initial(query(face.points, "docs", "u1")[1])["x-bluegreen-color"] == "green"
+        assert {p.payload["colour"] for p in client.query_points("docs", query=[1.0, 0.2, 0.1, 0.0], limit=3).points} == {green}
+        started = time.monotonic()
+        answer = httpx.post(f"{face.proxy.admin_url}/admin/routes/docs/rollback", json={"reason": "bad answers"},
+                            headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=5)
+        assert answer.status_code == 200, answer.text
+        wait_until(lambda: initial(query(face.points, "docs", "u1")[1])["x-bluegreen-color"] == "blue", timeout=1.0)
+        assert time.monotonic() - started < 1.0
+        for _ in range(20):  # and it stays there
+            assert initial(query(face.points, "docs", "u1")[1])["x-bluegreen-color"] == "blue"
+        assert {p.payload["colour"] for p in client.query_points("docs", query=[1.0, 0.2, 0.1, 0.0], limit=3).points} == {blue}
+        client.close()
 
 
 def test_upstream_unreachable_is_unavailable(tmp_path, upstream):
