@@ -114,6 +114,8 @@ def test_compose_wiring(monkeypatch):
     assert (grpc_port["target"], int(grpc_port["published"]), grpc_port["app_protocol"]) == (6334, 6334, "grpc")
     assert "host_ip" not in grpc_port  # on every interface, as the REST data port: clients authenticate
     assert config.upstream.grpc_target == "qdrant:6334"
+    exposed = re.search(r"^EXPOSE (.+)$", (REPO_ROOT / "Dockerfile").read_text(), re.MULTILINE)[1].split()
+    assert {str(config.listen.port), str(config.grpc.port), str(config.admin.port)} <= set(exposed)
     published = {name: {published_port(p) for p in service.get("ports", [])} for name, service in services.items()}
     assert published["qdrant"] == {qdrant_port}, "Qdrant's REST port on the host's loopback only, for building collections"
     assert all(6334 not in ports for name, ports in published.items() if name != "proxy")
