@@ -2,7 +2,8 @@
 
 Blue `articles_wordllama` holds a small text corpus embedded with the local WordLlama (256 dims),
 written through the proxy as text. Clients keep sending text queries (paraphrases of the corpus sentences,
-so each has one right answer and the two models can differ) from the first step to the last while
+so each has one right answer and the two models can differ), over REST and from one gRPC client
+(qdrant-client, prefer_grpc=True), from the first step to the last while
 the runbook runs as an operator would type it: `migrate plan`, `create-green` (MiniLM, 384
 dims), `backfill` re-embedding the `text` field, `validate`, `compare` and a live shadow comparison,
 a staged rollout 10 -> 50 -> 100 % walked by the proxy's guard, a fault in green (its points
@@ -249,8 +250,8 @@ class GrpcClient:
     """One qdrant-client with prefer_grpc=True on the proxy's gRPC port, as one user (its x-user-id sent as
     gRPC metadata), sending the text queries the REST clients send: the `QueryPoints` message its
     `query_points(query=models.Document(...))` sends (cloud_inference), on its own gRPC stub, so that the
-    call's initial metadata (`x-bluegreen-color`) is read. (The async client's interceptor drops the
-    call's metadata: the sync one runs in a thread.)"""
+    call's initial metadata (`x-bluegreen-color`) is read. (The async client's header interceptor hides
+    the call, and its metadata, from the caller: the sync client runs in a thread instead.)"""
 
     name = "gRPC"
     user = _user_moved_at_the_second_step()
@@ -261,7 +262,7 @@ class GrpcClient:
                                    headers={"x-user-id": self.user}, check_compatibility=False, timeout=10)
 
     async def query(self, text: str, user: str) -> Answer:
-        """`user` is the REST clients' many users': this client is one user."""
+        """`user`, a key of the REST clients' kind, is not sent: this client is one user, its own."""
         return await asyncio.to_thread(self._query, text)
 
     def _query(self, text: str) -> Answer:
@@ -315,10 +316,11 @@ class Traffic:
         return phase
 
     @staticmethod
-    async def settled(tallies: dict[str, Tally]) -> dict[str, Tally]:
-        """The cut tallies once the queries they started have answered (or failed): each figure then
-        covers all of a step's queries, however slow the machine."""
-        while any(tally.in_flight for tally in tallies.values()):
+    async def settled(tallies: dict[str, Tally], timeout: float = 15.0) -> dict[str, Tally]:
+        """The cut tallies once the queries they started have answered or failed (for `timeout` seconds
+        at most): each figure then covers all of a step's queries, however slow the machine."""
+        deadline = time.monotonic() + timeout
+        while any(tally.in_flight for tally in tallies.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return tallies
 
