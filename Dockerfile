@@ -1,6 +1,6 @@
 # bluegreen-proxy: blue/green traffic splitting in front of Qdrant.
 #   docker build -t bluegreen-proxy .
-#   docker run -p 6333:6333 -v $PWD/config:/etc/bluegreen bluegreen-proxy
+#   docker run -p 6333:6333 -p 6334:6334 -v $PWD/config:/etc/bluegreen bluegreen-proxy   (6334: with a `grpc` block)
 # Mount the config *directory* (Kubernetes: a ConfigMap volume, not a subPath, so edits reach the
 # running proxy), and give `state_file` a writable volume, e.g. /var/lib/bluegreen.
 FROM python:3.11-slim AS build
@@ -22,7 +22,7 @@ WORKDIR /var/lib/bluegreen
 # The shipped configs read it (`state_file: ${BLUEGREEN_STATE_FILE:-}`): a mounted config directory
 # may be read-only. Mount a volume here to keep rollbacks across container restarts.
 ENV BLUEGREEN_STATE_FILE=/var/lib/bluegreen/bluegreen.state.json
-EXPOSE 6333 9901
+EXPOSE 6333 6334 9901
 # The admin listener answers /healthz; with admin.host 127.0.0.1 (the default) this probe still reaches it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \
   CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:9901/healthz', timeout=2)" || exit 1

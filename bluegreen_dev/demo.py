@@ -2,7 +2,8 @@
 
 Blue `articles_wordllama` holds a small text corpus embedded with the local WordLlama (256 dims),
 written through the proxy as text. Clients keep sending text queries (paraphrases of the corpus sentences,
-so each has one right answer and the two models can differ) from the first step to the last while
+so each has one right answer and the two models can differ), over REST and from one gRPC client
+(qdrant-client, prefer_grpc=True), from the first step to the last while
 the runbook runs as an operator would type it: `migrate plan`, `create-green` (MiniLM, 384
 dims), `backfill` re-embedding the `text` field, `validate`, `compare` and a live shadow comparison,
 a staged rollout 10 -> 50 -> 100 % walked by the proxy's guard, a fault in green (its points
@@ -33,9 +34,11 @@ from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from qdrant_client import AsyncQdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
+from qdrant_client import grpc as qgrpc
 
 from proxy.process import stop_process
+from routing.table import bucket, threshold_for
 
 LOGICAL, BLUE, GREEN, ALIAS = "articles", "articles_wordllama", "articles_minilm", "articles_live"
 EMBEDDERS = {  # name in the config -> (local model, dimensions)
@@ -61,7 +64,8 @@ class Story:
     backfill_rate: int  # points/s, so the backfill's progress lines show
     compare_queries: int
     rate: float = 150.0  # the clients' queries per second, paced: the machine keeps CPU for the runbook
-    workers: int = 8
+    workers: int = 8  # REST workers
+    grpc_workers: int = 2  # queries the one gRPC client has in flight at most, each at a REST worker's pace
 
 
 QUICK = Story(sentences=150, phase_seconds=0.8, hold=1.0, backfill_rate=300, compare_queries=40)
@@ -140,7 +144,9 @@ def _prepare_data_dir(path: Path) -> Path:
 @dataclass
 class Ports:
     upstream: int
+    upstream_grpc: int
     data: int
+    grpc: int
     admin: int
 
     @property
@@ -160,8 +166,9 @@ def _config(ports: Ports, state_file: Path, route: str) -> str:
     embedders = "".join(f"  {name}: {{type: local, model: {model}}}\n" for name, (model, _) in EMBEDDERS.items())
     return (
         f"listen: {{host: 127.0.0.1, port: {ports.data}}}\n"
+        f"grpc: {{host: 127.0.0.1, port: {ports.grpc}}}\n"
         f"admin: {{host: 127.0.0.1, port: {ports.admin}, token: '${{{TOKEN_VARIABLE}}}'}}\n"
-        f"upstream: {{url: '{ports.upstream_url}'}}\n"
+        f"upstream: {{url: '{ports.upstream_url}', grpc_url: '127.0.0.1:{ports.upstream_grpc}'}}\n"
         f"state_file: '{state_file}'\n"
         "embedders:\n" + embedders +
         "routes:\n"
@@ -212,9 +219,10 @@ class Answer:
 
 class RestClients:
     """Text queries over REST, the JSON qdrant-client sends for `query_points(query=models.Document(...))`.
-    A client kind is anything with `name` and `query(text, user) -> Answer`: a gRPC kind goes beside it."""
+    A client kind is anything with `name` and `query(text, user) -> Answer`."""
 
     name = "REST"
+    who = "REST clients"
 
     def __init__(self, proxy_url: str) -> None:
         self.url = f"{proxy_url}/collections/{LOGICAL}/points/query"
@@ -232,9 +240,47 @@ class RestClients:
         await self.session.close()
 
 
+def _user_moved_at_the_second_step() -> str:
+    """A user the staged rollout moves to green at 50 %, not at 10 %: its key's bucket is between the two."""
+    lowest, highest = threshold_for(10), threshold_for(50)
+    return next(user for n in itertools.count() if lowest <= bucket(LOGICAL.encode(), (user := f"grpc-{n}").encode()) < highest)
+
+
+class GrpcClient:
+    """One qdrant-client with prefer_grpc=True on the proxy's gRPC port, as one user (its x-user-id sent as
+    gRPC metadata), sending the text queries the REST clients send: the `QueryPoints` message its
+    `query_points(query=models.Document(...))` sends (cloud_inference), on its own gRPC stub, so that the
+    call's initial metadata (`x-bluegreen-color`) is read. (The async client's header interceptor hides
+    the call, and its metadata, from the caller: the sync client runs in a thread instead.)"""
+
+    name = "gRPC"
+    user = _user_moved_at_the_second_step()
+    who = f"gRPC client {user}"
+
+    def __init__(self, ports: Ports) -> None:
+        self.client = QdrantClient(host="127.0.0.1", port=ports.data, grpc_port=ports.grpc, prefer_grpc=True,
+                                   headers={"x-user-id": self.user}, check_compatibility=False, timeout=10)
+
+    async def query(self, text: str, user: str) -> Answer:
+        """`user`, a key of the REST clients' kind, is not sent: this client is one user, its own."""
+        return await asyncio.to_thread(self._query, text)
+
+    def _query(self, text: str) -> Answer:
+        document = qgrpc.Document(text=text, model=CLIENT_MODEL)
+        request = qgrpc.QueryPoints(collection_name=LOGICAL, query=qgrpc.Query(nearest=qgrpc.VectorInput(document=document)),
+                                    limit=5)
+        response, call = self.client.grpc_points.Query.with_call(request, timeout=10)
+        colour = dict(call.initial_metadata())["x-bluegreen-color"]
+        return Answer(colour, [point.id.num for point in response.result])
+
+    async def close(self) -> None:
+        self.client.close()
+
+
 @dataclass
 class Tally:
     queries: int = 0
+    in_flight: int = 0
     failed: int = 0
     empty: int = 0
     by_colour: dict[str, int] = field(default_factory=lambda: {"blue": 0, "green": 0})
@@ -242,27 +288,41 @@ class Tally:
 
 
 class Traffic:
-    """Workers that query at a steady rate from start() to stop(); tallies are cut per step of the story."""
+    """Workers that query at a steady rate from start() to stop(); tallies, per client kind, are cut per
+    step of the story."""
 
-    def __init__(self, kinds: list, sentences: list[tuple[str, str]], workers: int, rate: float) -> None:
-        self.kinds, self.sentences, self.workers = kinds, sentences, workers
-        self.interval = workers / rate  # each worker starts a query this often
-        self.phase, self.total = Tally(), {kind.name: Tally() for kind in kinds}
+    def __init__(self, kinds: list[tuple[object, int]], sentences: list[tuple[str, str]], interval: float) -> None:
+        """`kinds`: (client kind, its number of workers); each worker starts a query every `interval` seconds."""
+        self.kinds, self.sentences, self.interval = kinds, sentences, interval
+        self.phase = self._tallies()
+        self.total = self._tallies()
         self.errors: list[str] = []
         self._running = False
         self._tasks: list[asyncio.Task] = []
 
+    def _tallies(self) -> dict[str, Tally]:
+        return {kind.name: Tally() for kind, _ in self.kinds}
+
     def start(self) -> None:
         self._running = True
-        self._tasks = [asyncio.create_task(self._worker(self.kinds[n % len(self.kinds)])) for n in range(self.workers)]
+        self._tasks = [asyncio.create_task(self._worker(kind)) for kind, workers in self.kinds for _ in range(workers)]
 
     async def stop(self) -> None:
         self._running = False
         await asyncio.gather(*self._tasks)
 
-    def cut(self) -> Tally:
-        phase, self.phase = self.phase, Tally()
+    def cut(self) -> dict[str, Tally]:
+        phase, self.phase = self.phase, self._tallies()
         return phase
+
+    @staticmethod
+    async def settled(tallies: dict[str, Tally], timeout: float = 15.0) -> dict[str, Tally]:
+        """The cut tallies once the queries they started have answered or failed (for `timeout` seconds
+        at most): each figure then covers all of a step's queries, however slow the machine."""
+        deadline = time.monotonic() + timeout
+        while any(tally.in_flight for tally in tallies.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return tallies
 
     async def _worker(self, kind) -> None:
         rng = random.Random()
@@ -271,9 +331,10 @@ class Traffic:
             await asyncio.sleep(max(0.0, next_start - time.monotonic()))
             next_start = max(next_start + self.interval, time.monotonic() - self.interval)
             wanted = rng.randrange(len(self.sentences))
-            phase, total = self.phase, self.total[kind.name]
+            phase, total = self.phase[kind.name], self.total[kind.name]
             for tally in (phase, total):
                 tally.queries += 1
+            phase.in_flight += 1
             try:
                 answer = await kind.query(self.sentences[wanted][1], f"user-{rng.randrange(USERS)}")
             except Exception as exc:  # noqa: BLE001 - every failure is counted and the first few shown
@@ -282,6 +343,8 @@ class Traffic:
                 if len(self.errors) < 5:
                     self.errors.append(f"{kind.name}: {exc}")
                 continue
+            finally:
+                phase.in_flight -= 1
             for tally in (phase, total):
                 tally.by_colour[answer.colour] += 1
                 tally.empty += not answer.ids
@@ -342,6 +405,18 @@ async def _admin_route(session: aiohttp.ClientSession, admin_url: str) -> dict:
     return {"generation": document["generation"], **document["routes"][LOGICAL]}
 
 
+def _figures(tally: Tally) -> str:
+    """What a kind of client saw during a step: its queries, the colours that answered them, how often
+    the meant article came first on each."""
+    served = sum(tally.by_colour.values()) or 1
+    shares = "  ".join(f"{colour} {count / served * 100:5.1f}%" for colour, count in tally.by_colour.items())
+    right = "  ".join(
+        f"{colour} {tally.right_first[colour] / count * 100:5.1f}%" if count else f"{colour}     - "
+        for colour, count in tally.by_colour.items()
+    )
+    return f"{tally.queries:5d} queries, {tally.failed} failed, {tally.empty} empty | {shares} | right article first: {right}"
+
+
 # --- the story -----------------------------------------------------------------------------------
 
 class _Indented:
@@ -379,7 +454,7 @@ def _cli(argv: list[str]) -> int:
 class Demo:
     def __init__(self, story: Story, data_dir: Path) -> None:
         self.story, self.data_dir = story, data_dir
-        self.ports = Ports(_free_port(), _free_port(), _free_port())
+        self.ports = Ports(*(_free_port() for _ in range(5)))
         self.config_path = data_dir / "bluegreen.yaml"
         self.state_file = data_dir / "bluegreen.state.json"
         # The admin token, as in production, comes from the environment: the proxy's and the CLI's.
@@ -408,14 +483,10 @@ class Demo:
         self._metrics_before = await _metrics(self.session, self.ports.admin_url)
 
     async def report(self, label: str) -> None:
-        tally = self.traffic.cut()
+        """The step's line: the REST clients' figures, the proxy's latency and shadow overlap; then the gRPC
+        client's figures under it."""
+        tallies = await self.traffic.settled(self.traffic.cut())
         after = await _metrics(self.session, self.ports.admin_url)
-        served = sum(tally.by_colour.values()) or 1
-        shares = "  ".join(f"{colour} {count / served * 100:5.1f}%" for colour, count in tally.by_colour.items())
-        right = "  ".join(
-            f"{colour} {tally.right_first[colour] / count * 100:5.1f}%" if count else f"{colour}     - "
-            for colour, count in tally.by_colour.items()
-        )
         before_latency, after_latency = _latency_buckets(self._metrics_before), _latency_buckets(after)
         latency = "  ".join(
             f"{collection} p95 {p95 * 1000:.1f}ms"
@@ -425,8 +496,8 @@ class Demo:
         (sum_before, count_before), (sum_after, count_after) = _shadow_overlap(self._metrics_before), _shadow_overlap(after)
         compared = count_after - count_before
         shadow = f" | shadow overlap@10 {(sum_after - sum_before) / compared:.2f} ({compared:.0f} compared)" if compared else ""
-        print(f"   {label:>22} | {tally.queries:5d} queries, {tally.failed} failed, {tally.empty} empty | {shares} | "
-              f"right article first: {right} | {latency}{shadow}", flush=True)
+        print(f"   {label:>22} | {_figures(tallies[RestClients.name])} | {latency}{shadow}", flush=True)
+        print(f"   {GrpcClient.who:>22} : {_figures(tallies[GrpcClient.name])}", flush=True)
         self._metrics_before = after
 
     async def watch(self, label: str, seconds: float) -> None:
@@ -457,10 +528,12 @@ class Demo:
     async def run(self, children: list[subprocess.Popen], log) -> int:
         ports, story = self.ports, self.story
         upstream = ("--upstream", ports.upstream_url)
-        self.step(f"the embedded qdrant-edge upstream on {ports.upstream_url} and bluegreen-proxy on {ports.proxy_url} "
-                  f"(admin {ports.admin_url}); files in {self.data_dir}")
+        self.step(f"the embedded qdrant-edge upstream on {ports.upstream_url} (gRPC 127.0.0.1:{ports.upstream_grpc}) and "
+                  f"bluegreen-proxy on {ports.proxy_url} (gRPC 127.0.0.1:{ports.grpc}, admin {ports.admin_url}); "
+                  f"files in {self.data_dir}")
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "bluegreen_dev.embedded", "--data", str(self.data_dir / "upstream"), "--port", str(ports.upstream)],
+            [sys.executable, "-m", "bluegreen_dev.embedded", "--data", str(self.data_dir / "upstream"), "--port", str(ports.upstream),
+             "--grpc-port", str(ports.upstream_grpc)],
             stdout=log, stderr=subprocess.STDOUT,
         ))
         await asyncio.to_thread(_wait_http, ports.upstream_url + "/", children[-1])
@@ -483,11 +556,13 @@ class Demo:
         await self._populate()
         print(f"   stored: blue {await self._describe(BLUE)}", flush=True)
 
-        self.traffic = Traffic([RestClients(ports.proxy_url)], self.sentences, story.workers, story.rate)
+        self.traffic = Traffic([(RestClients(ports.proxy_url), story.workers), (GrpcClient(ports), story.grpc_workers)],
+                               self.sentences, interval=story.workers / story.rate)
         self.traffic.start()
         try:
             self.step(f"clients start and never change: {USERS} users send text queries (paraphrases of the articles, "
-                      f"each meaning one of them) to `{LOGICAL}`")
+                      f"each meaning one of them) to `{LOGICAL}` over REST; one more, {GrpcClient.user}, over gRPC "
+                      f"(qdrant-client, prefer_grpc=True), whose key the staged rollout moves to green at 50 %")
             await self.watch("blue only", story.phase_seconds)
 
             self.step("migrate plan: what the new model's collection will cost")
@@ -549,12 +624,13 @@ class Demo:
             await self.watch("after decommission", story.phase_seconds)
         finally:
             await self.traffic.stop()
-            for kind in self.traffic.kinds:
+            for kind, _ in self.traffic.kinds:
                 await kind.close()
 
-        failed = sum(tally.failed for tally in self.traffic.total.values())
+        totals = self.traffic.total
+        failed = sum(tally.failed for tally in totals.values())
         self.step("done: " + ", ".join(
-            f"{name} clients sent {tally.queries} queries, {tally.failed} failed" for name, tally in self.traffic.total.items()
+            f"{kind.who} sent {totals[kind.name].queries} queries, {totals[kind.name].failed} failed" for kind, _ in self.traffic.kinds
         ) + f"; total {failed} failed requests; the clients never changed. Stopping.")
         for error in self.traffic.errors:
             print(f"   {error}", flush=True)

@@ -44,6 +44,18 @@ def test_check_warns_when_a_reachable_data_port_checks_no_clients(tmp_path, caps
     assert "no routes: every request passes through unchanged" in out
 
 
+def test_check_shows_the_grpc_listener_and_warns_when_it_is_reachable_without_clients(tmp_path, capsys):
+    config = write(tmp_path, (
+        "listen: {host: 127.0.0.1, port: 7000}\ngrpc: {host: 0.0.0.0, port: 7001}\n"
+        "upstream: {url: 'http://qdrant:6336', grpc_url: 'qdrant:6334'}\n"
+    ))
+    assert main(["check", "--config", config]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].endswith("upstream http://qdrant:6336  grpc 0.0.0.0:7001 -> qdrant:6334")
+    assert "WARNING: grpc.host 0.0.0.0 reaches beyond this machine: add a `clients` block" in out
+    assert "WARNING: listen.host" not in out
+
+
 def test_an_invalid_config_names_the_field_and_exits_2(tmp_path, capsys):
     config = write(tmp_path, "routes:\n  docs: {blue: a, green: b, green_percent: 120}\n")
     assert main(["check", "--config", config]) == EXIT_USAGE

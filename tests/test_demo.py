@@ -23,6 +23,12 @@ PHASE_LINE = re.compile(
     r"(?P<latency>[^|\n]*)(?:\| shadow overlap@10 (?P<overlap>[\d.]+) \((?P<compared>\d+) compared\))?$",
     re.MULTILINE,
 )
+# The gRPC client's line under each step's line: one user, so one colour per step.
+GRPC_LINE = re.compile(
+    r"^\s*gRPC client (?P<user>grpc-\d+) :\s+(?P<queries>\d+) queries, (?P<failed>\d+) failed, (?P<empty>\d+) empty \| "
+    r"blue\s+(?P<blue>[\d.]+)%\s+green\s+(?P<green>[\d.]+)% \| right article first: (?P<right>[^|\n]*)$",
+    re.MULTILINE,
+)
 RUNBOOK = ("migrate plan", "migrate create-green", "migrate backfill", "migrate validate", "compare",
            "resume", "migrate promote", "migrate decommission")
 
@@ -84,9 +90,25 @@ def test_quick_demo_tells_the_migration_with_the_guards_rollback_and_leaves_noth
                      r"\(.*green_empty_share.*\); effective green 0%", out), out
     assert all(int(p["empty"]) == 0 for label, p in phases.items() if label != "fault, until rollback"), out
 
+    # The gRPC client (qdrant-client, prefer_grpc=True, text queries) in the same story: one line per
+    # step; its key is blue at 10 %, green from 50 %, empty in green's fault, back on blue at the
+    # rollback, green again at the resume, on the new blue after promote.
+    grpc_lines = [m.groupdict() for m in GRPC_LINE.finditer(out)]
+    assert len(grpc_lines) == len(phases), out
+    over_grpc = dict(zip(phases, grpc_lines))
+    grpc_share = {label: (float(p["blue"]), float(p["green"])) for label, p in over_grpc.items()}
+    for label in ("blue only", "dark launch, 0%", "rolled back", "rolled back, repaired", "promoted", "after decommission"):
+        assert grpc_share[label] == (100.0, 0.0), (label, out)
+    for label in ("green 50%", "green 100%", "resumed, 100%"):
+        assert grpc_share[label] == (0.0, 100.0), (label, out)
+    assert grpc_share["green 10%"][0] > 50.0, out  # blue until the step to 50 % (a query or two may start after it)
+    assert int(over_grpc["fault, until rollback"]["empty"]) > 0, out
+    assert all(int(p["empty"]) == 0 for label, p in over_grpc.items() if label != "fault, until rollback"), out
+
     # Clients never changed and never failed.
-    assert all(int(p["failed"]) == 0 and int(p["queries"]) > 0 for p in phases.values()), out
-    assert re.search(r"REST clients sent \d+ queries, 0 failed; total 0 failed requests", out), out
+    assert all(int(p["failed"]) == 0 and int(p["queries"]) > 0 for p in [*phases.values(), *grpc_lines]), out
+    assert re.search(r"REST clients sent \d+ queries, 0 failed, gRPC client grpc-\d+ sent \d+ queries, 0 failed; "
+                     r"total 0 failed requests", out), out
 
     # It says where its files are, and they are there.
     assert str(data_dir.resolve()) in out
@@ -94,6 +116,9 @@ def test_quick_demo_tells_the_migration_with_the_guards_rollback_and_leaves_noth
 
     ports = {int(port) for port in re.findall(r"http://127\.0\.0\.1:(\d+)", out)}
     assert len(ports) == 3  # upstream, proxy data, proxy admin
+    grpc_ports = {int(port) for port in re.findall(r"gRPC 127\.0\.0\.1:(\d+)", out)}
+    assert len(grpc_ports) == 2  # the upstream's and the proxy's gRPC listeners
+    ports |= grpc_ports
     for port in ports:
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still listening after the demo"

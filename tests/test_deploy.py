@@ -13,10 +13,13 @@ import sys
 import urllib.request
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import grpc
 import kubernetes_validate
 import pytest
 import yaml
+from qdrant_client import grpc as qgrpc
 from kubernetes_validate.utils import latest_version
 
 from proxy.server import ADMIN_GRACE_SECONDS, CUT_OFF_ANSWER_SECONDS
@@ -45,6 +48,13 @@ def check_compose_schema(path: Path) -> subprocess.CompletedProcess:
 
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
+
+
+def published_port(port: str | dict) -> int:
+    """The host port of a compose `ports` entry, short (`[ip:]host:container`) or long syntax."""
+    if isinstance(port, dict):
+        return int(port["published"])
+    return int(port.split(":")[-2])
 
 
 def proxy_config(text: str, monkeypatch, **env: str):
@@ -97,6 +107,19 @@ def test_compose_wiring(monkeypatch):
     assert config.admin.token == ADMIN_TOKEN  # from the environment, never in the file
     assert f"{config.listen.port}:{config.listen.port}" in proxy["ports"]
     assert f"127.0.0.1:{config.admin.port}:{config.admin.port}" in proxy["ports"]  # the admin port stays on the host
+    # gRPC: the proxy's listener on Qdrant's 6334, published in place of Qdrant's; Qdrant's own gRPC port
+    # is reached by the proxy over the compose network only.
+    assert config.grpc is not None and (config.grpc.host, config.grpc.port) == ("0.0.0.0", 6334)
+    grpc_port = next(p for p in proxy["ports"] if isinstance(p, dict) and p["name"] == "grpc")
+    assert (grpc_port["target"], int(grpc_port["published"]), grpc_port["app_protocol"]) == (6334, 6334, "grpc")
+    assert "host_ip" not in grpc_port  # on every interface, as the REST data port: clients authenticate
+    assert config.upstream.grpc_target == "qdrant:6334"
+    exposed = re.search(r"^EXPOSE (.+)$", (REPO_ROOT / "Dockerfile").read_text(), re.MULTILINE)[1].split()
+    assert {str(config.listen.port), str(config.grpc.port), str(config.admin.port)} <= set(exposed)
+    published = {name: {published_port(p) for p in service.get("ports", [])} for name, service in services.items()}
+    assert published["qdrant"] == {qdrant_port}, "Qdrant's REST port on the host's loopback only, for building collections"
+    assert all(6334 not in ports for name, ports in published.items() if name != "proxy")
+    assert all(not isinstance(p, str) or p.startswith("127.0.0.1:") for p in services["qdrant"]["ports"])
     assert config.routes, "the stack comes with a route to try"
     # The data port is published on every interface: clients authenticate with keys from the environment.
     assert config.clients is not None and config.clients.anonymous == "none"
@@ -127,14 +150,19 @@ def test_compose_wiring(monkeypatch):
 
 # ------------------------------------------------------------------ kubernetes
 
+QDRANT_POLICY = "NetworkPolicy/qdrant-from-bluegreen-proxy"
+
+
 def manifests() -> dict[str, dict]:
-    """kind -> document, from every manifest file (one document each)."""
+    """kind -> document, from every manifest file (one document each); `kind/name` for those not
+    named bluegreen-proxy (Qdrant's NetworkPolicy)."""
     found = {}
     for path in sorted(KUBERNETES.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         for document in yaml.safe_load_all(path.read_text()):
-            found[document["kind"]] = document
+            name = document["metadata"]["name"]
+            found[document["kind"] if name == "bluegreen-proxy" else f"{document['kind']}/{name}"] = document
     return found
 
 
@@ -175,7 +203,8 @@ def test_kubernetes_wiring(monkeypatch):
     # The shipped config is valid, and its ports are the container's.
     env = {e["name"]: e for e in container["env"]}
     config = proxy_config(configmap["data"]["bluegreen.yaml"], monkeypatch)
-    assert (config.listen.port, config.admin.port) == (ports["data"], ports["admin"])
+    assert (config.listen.port, config.admin.port, config.grpc.port) == (ports["data"], ports["admin"], ports["grpc"])
+    assert config.grpc.host == "0.0.0.0"
     assert config.listen.host == config.admin.host == "0.0.0.0"  # probes and Prometheus come from outside the pod
     assert config.admin.token == ADMIN_TOKEN
 
@@ -209,8 +238,12 @@ def test_kubernetes_wiring(monkeypatch):
     assert "PersistentVolumeClaim" not in m and not any("persistentVolumeClaim" in v for v in pod["volumes"])
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
 
-    # The Service: the data port only.
-    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["data"]
+    # The Service: the data ports only, on Qdrant's numbers (REST 6333, gRPC 6334), so clients change the host only.
+    service_ports = {port["name"]: port for port in service["spec"]["ports"]}
+    assert set(service_ports) == {"http", "grpc"}
+    assert (service_ports["http"]["port"], service_ports["http"]["targetPort"]) == (6333, "data")
+    grpc_port = service_ports["grpc"]
+    assert (grpc_port["port"], grpc_port["targetPort"], grpc_port["appProtocol"]) == (6334, "grpc", "grpc")
     assert service["spec"]["selector"].items() <= labels.items()
 
     # The PodDisruptionBudget keeps one replica.
@@ -222,13 +255,34 @@ def test_kubernetes_wiring(monkeypatch):
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     rules = policy["spec"]["ingress"]
     by_port = {port["port"]: rule for rule in rules for port in rule["ports"]}
-    assert set(by_port) == {ports["data"], ports["admin"]}
-    assert "from" not in by_port[ports["data"]]
+    assert set(by_port) == {ports["data"], ports["grpc"], ports["admin"]}
+    assert "from" not in by_port[ports["data"]] and "from" not in by_port[ports["grpc"]]
     admin_sources = by_port[ports["admin"]]["from"]
     assert admin_sources and all(source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
                                  for source in admin_sources)
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(ports["admin"])
+
+
+def test_kubernetes_qdrant_ports_reach_only_the_proxy(monkeypatch):
+    """Qdrant's REST and gRPC ports, the ones the ConfigMap's upstream names, take connections from the
+    proxy's pods only (in Qdrant's namespace, as the upstream's service name says); its peers keep 6335."""
+    m = manifests()
+    policy = m[QDRANT_POLICY]
+    proxy_labels = m["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    config = proxy_config(m["ConfigMap"]["data"]["bluegreen.yaml"], monkeypatch)
+    rest = urlsplit(config.upstream.url)
+    grpc_host, grpc_port = config.upstream.grpc_target.rsplit(":", 1)
+    assert rest.hostname == grpc_host and (rest.port, int(grpc_port)) == (6333, 6334)
+    assert policy["metadata"]["namespace"] == rest.hostname.split(".")[1]  # <service>.<namespace>.svc...
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "qdrant"}
+    by_port = {port["port"]: rule for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+    assert set(by_port) == {6333, 6334, 6335}
+    for port in (6333, 6334):
+        sources = by_port[port]["from"]
+        assert sources and all(source["podSelector"]["matchLabels"].items() <= proxy_labels.items() for source in sources)
+    assert by_port[6335]["from"] == [{"podSelector": policy["spec"]["podSelector"]}]  # Qdrant's peers only
 
 
 def test_kubernetes_termination_waits_for_the_prestop_pause_and_the_proxys_grace(monkeypatch):
@@ -285,12 +339,16 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
     """The config as the container sees it: in a directory of its own (a read-only mount there), the
     token from the environment, the state file where BLUEGREEN_STATE_FILE points. Its upstream is not
     reachable here: the probes answer all the same, and an operator's rollback lands in the state file,
-    where the next process (a new pod on the same volume) finds it."""
+    where the next process (a new pod on the same volume) finds it. Its gRPC listener (moved to a free
+    loopback port here) authenticates clients and answers UNAVAILABLE for the unreachable upstream."""
     config_dir, state_dir = tmp_path / "etc-bluegreen", tmp_path / "var-lib-bluegreen"
     config_dir.mkdir()
     state_dir.mkdir()
-    (config_dir / "bluegreen.yaml").write_text(shipped_configs()[where])
-    data_port, admin_port = free_port(), free_port()
+    data_port, admin_port, grpc_port = free_port(), free_port(), free_port()
+    shipped_grpc = "grpc: {host: 0.0.0.0, port: 6334}"
+    assert shipped_grpc in shipped_configs()[where]
+    (config_dir / "bluegreen.yaml").write_text(
+        shipped_configs()[where].replace(shipped_grpc, f"grpc: {{host: 127.0.0.1, port: {grpc_port}}}"))
     admin_url = f"http://127.0.0.1:{admin_port}"
     env = {**DEPLOYMENT_ENV, "BLUEGREEN_STATE_FILE": str(state_dir / "bluegreen.state.json"), "QDRANT_API_KEY": "",
            "BLUEGREEN_STATE_STORE": "file"}  # the Qdrant store (the default) needs a reachable upstream
@@ -310,6 +368,13 @@ def test_shipped_config_serves_probes_and_keeps_state_outside_its_directory(wher
     with proxy_process():
         ready = admin("/readyz")
         assert ready["ready"] is True
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            collections = qgrpc.CollectionsStub(channel)
+            for metadata, code in (((), grpc.StatusCode.UNAUTHENTICATED),
+                                   ((("api-key", DEPLOYMENT_ENV["BLUEGREEN_READER_KEY"]),), grpc.StatusCode.UNAVAILABLE)):
+                with pytest.raises(grpc.RpcError) as raised:
+                    collections.List(qgrpc.ListCollectionsRequest(), metadata=metadata, timeout=10)
+                assert raised.value.code() == code, raised.value.details()
         route = next(iter(ready["routes"]))
         request = urllib.request.Request(
             f"{admin_url}/admin/routes/{route}/rollback", data=b'{"reason": "deploy test"}', method="POST",
@@ -338,6 +403,7 @@ def test_shipped_config_passes_the_proxys_own_check(where, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WARNING" not in done.stdout + done.stderr
     assert "clients: 2 api key(s), no jwt, anonymous none" in done.stdout
+    assert "grpc 0.0.0.0:6334 -> " in done.stdout  # the gRPC listener, on Qdrant's port
     for secret in DEPLOYMENT_ENV.values():
         assert secret not in done.stdout + done.stderr
 

@@ -20,7 +20,8 @@ def run(args) -> int:
     if config is None:
         return EXIT_USAGE
     print(f"{args.config}: valid")
-    print(f"listen {config.listen.host}:{config.listen.port}  admin {config.admin.host}:{config.admin.port}  upstream {config.upstream.url}")
+    print(f"listen {config.listen.host}:{config.listen.port}  admin {config.admin.host}:{config.admin.port}  upstream {config.upstream.url}"
+          + grpc_listener(config))
     print(clients_line(config))
     table = RouteTable(config)
     if not table.routes:
@@ -35,13 +36,23 @@ def run(args) -> int:
     return EXIT_OK
 
 
+def grpc_listener(config: Config) -> str:
+    """The gRPC listener and where it forwards, or nothing without a `grpc` block."""
+    if config.grpc is None:
+        return ""
+    target = "embedded" if config.upstream.is_embedded else config.upstream.grpc_target
+    return f"  grpc {config.grpc.host}:{config.grpc.port} -> {target}"
+
+
 def clients_line(config: Config) -> str:
-    """What `clients` checks, without a secret; a warning when a reachable data port checks nothing."""
+    """What `clients` checks, without a secret; a warning per reachable data port (REST, gRPC) that checks nothing."""
     clients = config.clients
     if clients is None:
         line = "clients: not authenticated by the proxy (their own credentials pass through; nothing added)"
-        if config.listen.host not in LOCAL_HOSTS:
-            line += f"\nWARNING: listen.host {config.listen.host} reaches beyond this machine: add a `clients` block"
+        listeners = [("listen.host", config.listen.host)] + ([("grpc.host", config.grpc.host)] if config.grpc else [])
+        for key, host in listeners:
+            if host not in LOCAL_HOSTS:
+                line += f"\nWARNING: {key} {host} reaches beyond this machine: add a `clients` block"
         return line
     jwt = "jwt HS256" if clients.jwt else "no jwt"
     return f"clients: {len(clients.api_keys)} api key(s), {jwt}, anonymous {clients.anonymous}"
