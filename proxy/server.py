@@ -2,6 +2,9 @@
 configured) the embedded upstream, started and stopped together."""
 from __future__ import annotations
 
+# First, before anything imports grpc (qdrant-client does): grpc core's I/O mode for the gRPC face.
+import proxy.dataplane.grpc_io  # noqa: F401  isort: skip
+
 import asyncio
 import contextlib
 import logging

@@ -22,7 +22,8 @@ from grpc import aio
 from qdrant_client import QdrantClient
 from qdrant_client import grpc as qgrpc
 
-from proxy.dataplane.grpc_transport import INLINE_IO, GrpcCallError, GrpcForwarder
+from proxy.dataplane.grpc_io import INLINE_IO
+from proxy.dataplane.grpc_transport import GrpcCallError, GrpcForwarder
 from tests.support import REPO_ROOT, free_port
 
 QUERY = "/qdrant.Points/Query"

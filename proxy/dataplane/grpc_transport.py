@@ -15,14 +15,8 @@ EventEngine threads: per forwarded call that saves thread hand-offs worth 15-20 
 """
 from __future__ import annotations
 
-import os
-import sys
-
-# grpc core reads GRPC_EXPERIMENTS once, when grpc is first imported; an operator's own value wins.
-# Unknown to a later grpcio, these names are logged and ignored (grpc then uses EventEngine I/O).
-INLINE_IO = "-event_engine_client,-event_engine_listener,-event_engine_for_all_other_endpoints"
-if "grpc" not in sys.modules:
-    os.environ.setdefault("GRPC_EXPERIMENTS", INLINE_IO)
+# First: grpc core's I/O mode, set in the environment before grpc is imported.
+from proxy.dataplane.grpc_io import INLINE_IO  # noqa: F401  isort: skip
 
 import functools  # noqa: E402 (after the environment grpc reads)
 import itertools  # noqa: E402
