@@ -525,6 +525,7 @@ class Demo:
         return f"`{name}` {result['points_count']} points x {result['config']['params']['vectors']['size']} dims"
 
     # the story ---------------------------------------------------------------------------------
+    # Long: the runbook as an operator types it, one step after another; read top to bottom as the story.
     async def run(self, children: list[subprocess.Popen], log) -> int:
         ports, story = self.ports, self.story
         upstream = ("--upstream", ports.upstream_url)

@@ -123,7 +123,8 @@ async def serve(
             embedded.stop()
 
 
-# Long, 7 parameters: the wiring itself, start to shutdown in order; each step is a call to its owner.
+# Long, 8 parameters: the wiring itself, start to shutdown in order, each step a call to its owner;
+# the parameters are what `serve` was given, passed on as they came.
 async def _serve(
     config: Config, content_hash: str, config_path: str, upstream_url: str, grpc_target: str, listen: Address,
     admin: Address, import_state: str | None,

@@ -121,3 +121,44 @@ def test_no_import_cycle():
         if node not in state:
             visit(node)
     assert cycles == []
+
+
+MAX_FUNCTION_LINES = 60
+MAX_PARAMETERS = 6
+
+
+def _parameters(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    arguments = function.args
+    names = [a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs]
+    names += [a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None]
+    return len([name for name in names if name not in ("self", "cls")])
+
+
+def _comment_above(lines: list[str], function: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    """The comment lines just above the function (and its decorators)."""
+    first = min([function.lineno] + [decorator.lineno for decorator in function.decorator_list]) - 2
+    comment = []
+    while first >= 0 and lines[first].strip().startswith("#"):
+        comment.insert(0, lines[first].strip())
+        first -= 1
+    return " ".join(comment)
+
+
+def test_long_or_wide_functions_say_why():
+    """Over 60 lines or more than 6 parameters is the exception: a comment just above says why."""
+    unexplained = []
+    for name, path in all_modules().items():
+        text = path.read_text()
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text, str(path))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            length, parameters = node.end_lineno - node.lineno + 1, _parameters(node)
+            if length <= MAX_FUNCTION_LINES and parameters <= MAX_PARAMETERS:
+                continue
+            reason = _comment_above(lines, node)
+            said = (length <= MAX_FUNCTION_LINES or "Long" in reason or "lines" in reason) and (
+                parameters <= MAX_PARAMETERS or f"{parameters} parameters" in reason)
+            if not said:
+                unexplained.append(f"{name}.{node.name}: {length} lines, {parameters} parameters, comment above: {reason!r}")
+    assert not unexplained, "\n".join(unexplained)

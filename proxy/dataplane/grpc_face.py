@@ -137,6 +137,8 @@ class Call:
 class GrpcFace(GrpcForwarder):
     """The proxy's gRPC listener: `await start()` / `await stop()` on the loop that serves REST."""
 
+    # 8 parameters: the REST app's own collaborators (live config, metrics, guard observer, text in,
+    # shadow sender), shared rather than rebuilt, so both faces decide and count as one.
     def __init__(
         self, live: LiveConfig, metrics: Metrics, observer: Observer, settings: Upstream, upstream: str, listener: Grpc,
         inference: TextInference | None = None,
