@@ -139,6 +139,19 @@ def test_a_rewritten_name_is_the_only_change_in_place(tmp_path, upstream):
         assert upstream.seen[-1].request == expected + UNKNOWN_FIELD
 
 
+def test_the_colour_comes_back_while_the_upstream_is_still_answering(tmp_path, upstream):
+    """The initial metadata goes out once the colour is decided, not after the upstream's answer: its
+    own grpc.aio batch overlaps the upstream call instead of adding to every call's latency."""
+    with Face(tmp_path, upstream, route_yaml("docs", SLOW, "docs_green", 0)) as face:
+        started = time.monotonic()
+        # Called as a stream (the same bytes on the wire): grpc's unary call reads metadata and answer in one batch.
+        call = face.channel.unary_stream(QUERY)(query_request("docs"), timeout=8)
+        assert dict(call.initial_metadata()) == {"x-bluegreen-color": "blue", "x-bluegreen-collection": SLOW}
+        assert time.monotonic() - started < 2.5  # the upstream stalls 5 s for SLOW
+        assert not call.done()
+        call.cancel()
+
+
 def test_a_failed_green_read_fails_over_to_blue_and_the_guard_counts_it(tmp_path, upstream):
     with Face(tmp_path, upstream, route_yaml("docs", "docs_blue", BROKEN, 100)) as face:
         answer, call = face.query(query_request("docs"), timeout=5)

@@ -66,6 +66,13 @@ _HTTP_STATUS = {
 _UPSTREAM_ERROR_KIND = {Code.UNAVAILABLE: "connect", Code.DEADLINE_EXCEEDED: "timeout", Code.INTERNAL: "5xx"}
 
 
+def _consume_failure(task: asyncio.Task) -> None:
+    """A metadata send whose call ended another way (cancelled, or an error raised before the reply)
+    fails with it; its exception is the call's, not one to log as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _wire_routable() -> dict[str, frozenset[int]]:
     """Method path -> the top-level fields that make its request need a parse (grpc_wire.deep_fields),
     for every method about a collection whose request names it in field 1."""
@@ -363,9 +370,11 @@ class GrpcFace(GrpcForwarder):
 
     async def _read(self, call: Call, message: Message | WireName, inner, lookups, colour: str, forced: bool) -> bytes:
         route = call.route
+        may_fail_over = colour == GREEN and not forced and route.settings.failover
+        announced = None if may_fail_over else self._announce(call, colour, route.collection(colour))
         outcome = await self._routed(call, colour, message, inner, lookups)
         failed_over = (
-            colour == GREEN and not forced and route.settings.failover and isinstance(outcome, GrpcCallError)
+            may_fail_over and isinstance(outcome, GrpcCallError)
             and outcome.code in FAILURE_CODES
             and call.deadline - time.monotonic() >= self.settings.timeout * FAILOVER_SHARE
         )
@@ -380,11 +389,12 @@ class GrpcFace(GrpcForwarder):
                 self.shadow.launch, GrpcShadowRead(self, call, outcome, message, inner, lookups), colour, forced, not isinstance(outcome, GrpcCallError),
             )
             call.context.add_done_callback(lambda _context: launch())
-        return await self._reply(call, colour, route.collection(colour), outcome)
+        return await self._reply(call, colour, route.collection(colour), outcome, announced)
 
     async def _answer(self, call: Call, colour: str, message: Message, inner: list[Message], lookups) -> bytes:
+        announced = self._announce(call, colour, call.route.collection(colour))
         outcome = await self._routed(call, colour, message, inner, lookups)
-        return await self._reply(call, colour, call.route.collection(colour), outcome)
+        return await self._reply(call, colour, call.route.collection(colour), outcome, announced)
 
     async def _write_both(self, call: Call, message: Message | WireName, inner: list[Message]) -> bytes:
         """Sent to both at once (each embedded with its own model); acknowledged only when both succeed,
@@ -397,8 +407,22 @@ class GrpcFace(GrpcForwarder):
             return await self._reply(call, GREEN, route.green, green)
         return await self._reply(call, "both", f"{route.blue},{route.green}", blue)
 
-    async def _reply(self, call: Call, colour: str, collection: str, outcome: bytes | GrpcCallError) -> bytes:
-        await call.context.send_initial_metadata(((COLOUR_KEY, colour), (COLLECTION_KEY, collection)))
+    @staticmethod
+    def _announce(call: Call, colour: str, collection: str) -> asyncio.Task:
+        """The colour's initial metadata, sent while the upstream call runs: grpc.aio sends it as a batch
+        of its own, which would otherwise add its round through grpc core to every call's latency."""
+        task = asyncio.ensure_future(call.context.send_initial_metadata(((COLOUR_KEY, colour), (COLLECTION_KEY, collection))))
+        task.add_done_callback(_consume_failure)
+        return task
+
+    async def _reply(
+        self, call: Call, colour: str, collection: str, outcome: bytes | GrpcCallError, announced: asyncio.Task | None = None,
+    ) -> bytes:
+        """The answer, its colour's initial metadata sent first (or already, when `announced`)."""
+        if announced is None:
+            await call.context.send_initial_metadata(((COLOUR_KEY, colour), (COLLECTION_KEY, collection)))
+        else:
+            await announced
         if isinstance(outcome, GrpcCallError):
             raise outcome
         return outcome
