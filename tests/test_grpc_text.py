@@ -36,12 +36,13 @@ def document(text: str) -> models.Document:
 def setup(tmp_path_factory):
     """(face, direct REST client to the upstream, names): routes `text` (unnamed vector) and `named`
     (`dense`) at 50 % with `writes: both`; `down` and `stalled` (green's embedder unreachable / never
-    answering, green at 100 %); `sized` (no embed: pinned by the sizes preflight reads, 4 vs 6)."""
+    answering, green at 100 %); `sized` (no embed: pinned by the sizes preflight reads, 4 vs 6);
+    `shadowed` (as `text`, every read shadowed)."""
     grpc_port = free_port()
     server, url = start_embedded_upstream(tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("logs"), grpc_port=grpc_port)
     stalled = socket.create_server(("127.0.0.1", 0))  # accepts connections (the kernel's backlog) and never answers
     tag = uuid.uuid4().hex[:6]
-    names = {logical: f"{logical}_{tag}" for logical in ("text", "named", "down", "stalled", "sized")}
+    names = {logical: f"{logical}_{tag}" for logical in ("text", "named", "down", "stalled", "sized", "shadowed")}
     direct = qdrant_client(url, timeout=30)
     for logical, name in names.items():
         for colour in ("blue", "green"):
@@ -73,12 +74,14 @@ def setup(tmp_path_factory):
         + route("down", 100, ", embed: {blue: minilm, green: down}")
         + route("stalled", 100, ", embed: {blue: minilm, green: stalled}")
         + route("sized", 50, ", preflight: {max_count_drift: 1, recheck: 1s}")
+        + route("shadowed", 50, ", embed: {blue: minilm, green: small}, shadow: {sample: 1.0}")
     )
     face = Face(tmp_path_factory.mktemp("proxy"), (url, grpc_port), routes, extra_yaml=embedders).__enter__()
     client = text_client(face)
-    client.upsert(names["text"], [
-        models.PointStruct(id=i, vector=document(text), payload={"text": text, "n": i}) for i, text in enumerate(SENTENCES)
-    ], wait=True)
+    for logical in ("text", "shadowed"):
+        client.upsert(names[logical], [
+            models.PointStruct(id=i, vector=document(text), payload={"text": text, "n": i}) for i, text in enumerate(SENTENCES)
+        ], wait=True)
     client.close()
     yield face, direct, names
     face.__exit__(None, None, None)
@@ -167,6 +170,34 @@ def test_a_text_query_over_grpc_gets_the_points_rest_gets_for_the_same_key(setup
         over_rest.close()
         response, call = raw_query(face, logical, qgrpc.VectorInput(document=qgrpc.Document(text=SENTENCES[7], model="m")), ("x-user-id", key))
         assert initial(call)["x-bluegreen-color"] == colour and response.result[0].id.num == 7
+
+
+def test_the_shadow_of_a_text_query_is_embedded_with_the_other_colours_model(setup):
+    """A shadow sent with the answered colour's embedding would not fit the other colour's collection
+    (384 against 256 dimensions) and count as an error; one sent to the answered colour's collection
+    would agree in full, but green lacks point 8 here, so the pairs for sentence 8 cannot."""
+    face, direct, names = setup
+    logical = names["shadowed"]
+    direct.delete(f"{logical}_green", points_selector=[8], wait=True)
+    for colour in ("blue", "green"):
+        key = key_of(face, logical, colour)
+        for index in (1, 5, 8):
+            response, call = raw_query(face, logical, qgrpc.VectorInput(document=qgrpc.Document(text=SENTENCES[index], model="m")),
+                                       ("x-user-id", key))
+            assert initial(call)["x-bluegreen-color"] == colour
+            assert (response.result[0].id.num == index) == (colour == "blue" or index != 8)  # each colour's own model
+
+    def shadows() -> dict[str, float]:
+        metrics = face.proxy.metrics_text()
+        return {result: metric_value(metrics, "bluegreen_shadow_requests_total", route=logical, result=result)
+                for result in ("compared", "skipped", "dropped", "error")}
+
+    wait_until(lambda: shadows()["compared"] == 6, timeout=30)
+    assert shadows() == {"compared": 6, "skipped": 0, "dropped": 0, "error": 0}
+    metrics = face.proxy.metrics_text()
+    assert metric_value(metrics, "bluegreen_shadow_overlap_count", route=logical) == 6
+    # Four pairs find the same first point at least; the two for sentence 8 differ in it.
+    assert 4 / 3 <= metric_value(metrics, "bluegreen_shadow_overlap_sum", route=logical) <= 6 - 2 * (1 / 3)
 
 
 def test_a_raw_vector_pins_the_grpc_call_to_the_colour_its_length_fits(setup):
