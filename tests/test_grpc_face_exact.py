@@ -14,7 +14,7 @@ from grpc import aio
 from qdrant_client import grpc as qgrpc
 
 from proxy.grpc_schema import METHODS
-from tests.support import RunningProxy, free_port, metric_value, route_yaml
+from tests.support import RunningProxy, free_port, metric_value, route_yaml, wait_until
 from tests.test_grpc_transport import UNKNOWN_FIELD, LoopThread
 from tests.test_safety import FAST_GUARD
 
@@ -30,6 +30,7 @@ class Seen:
     request: bytes
     metadata: dict[str, str | bytes]
     time_remaining: float | None
+    stalled: bool = False  # held by the upstream (SLOW) and not answered yet
 
 
 @dataclass
@@ -40,12 +41,14 @@ class Upstream:
     async def start(self) -> None:
         def behaviour(path: str):
             async def serve(request: bytes, context) -> bytes:
-                self.seen.append(Seen(path, request, dict(context.invocation_metadata()), context.time_remaining()))
                 name = getattr(METHODS[path].request.FromString(request), "collection_name", "")
+                seen = Seen(path, request, dict(context.invocation_metadata()), context.time_remaining(), stalled=name == SLOW)
+                self.seen.append(seen)
                 if name == BROKEN:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "upstream broken")
                 if name == SLOW:
                     await asyncio.sleep(5)
+                    seen.stalled = False
                 if path == QUERY:
                     points = [] if name == EMPTY else [qgrpc.ScoredPoint(id=qgrpc.PointId(num=len(name)), score=1.0)]
                     return qgrpc.QueryResponse(result=points,
@@ -143,12 +146,12 @@ def test_the_colour_comes_back_while_the_upstream_is_still_answering(tmp_path, u
     """The initial metadata goes out once the colour is decided, not after the upstream's answer: its
     own grpc.aio batch overlaps the upstream call instead of adding to every call's latency."""
     with Face(tmp_path, upstream, route_yaml("docs", SLOW, "docs_green", 0)) as face:
-        started = time.monotonic()
+        before = len(upstream.seen)
         # Called as a stream (the same bytes on the wire): grpc's unary call reads metadata and answer in one batch.
         call = face.channel.unary_stream(QUERY)(query_request("docs"), timeout=8)
         assert dict(call.initial_metadata()) == {"x-bluegreen-color": "blue", "x-bluegreen-collection": SLOW}
-        assert time.monotonic() - started < 2.5  # the upstream stalls 5 s for SLOW
-        assert not call.done()
+        [sent] = wait_until(lambda: upstream.seen[before:], timeout=10)  # the colour may come before the upstream has the call
+        assert sent.stalled  # and the upstream holds it 5 s: the colour came before its answer
         call.cancel()
 
 
@@ -194,16 +197,19 @@ def test_the_clients_deadline_bounds_the_upstream_call(tmp_path, upstream):
 
 
 def test_overload_is_resource_exhausted_at_once(tmp_path, upstream):
+    """Causal, not timed: the one slot is held by a call the upstream stalls for 5 s (its deadline 3 s),
+    and the refusal arrives while that call is still held, so it cannot have waited for the slot."""
     with Face(tmp_path, upstream, route_yaml("docs", SLOW, "docs_green", 0), extra_yaml="limits: {max_concurrency: 1}\n") as face:
         with ThreadPoolExecutor(1) as pool:
+            before = len(upstream.seen)
             slow = pool.submit(face.query, query_request("docs"), timeout=3)
-            time.sleep(0.5)
-            started = time.monotonic()
+            wait_until(lambda: any(METHODS[QUERY].request.FromString(seen.request).collection_name == SLOW
+                                   for seen in upstream.seen[before:]), timeout=10)
             with pytest.raises(grpc.RpcError) as raised:
                 face.query(query_request("plain"), timeout=3)
+            assert not slow.done()
             assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "limits.max_concurrency" in raised.value.details()
-            assert time.monotonic() - started < 0.5
             with pytest.raises(grpc.RpcError):
                 slow.result()
 
