@@ -65,6 +65,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "event-engine-io": ((), {"GRPC_EXPERIMENTS": ""}),
     # A Python relay in front of grpc core, which could answer HTTP/1.1 at the gRPC port (issue 19 item 6).
     "front-relay": (("--front-relay",), {}),
+    # No grpcio in the forwarder: HTTP/2 of our own on the loop (benchmarks/grpc_h2_forwarder.py), the study's open question.
+    "h2-forwarder": (("--h2-forwarder",), {}),
 }
 
 

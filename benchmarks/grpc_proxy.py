@@ -91,6 +91,14 @@ class _BackRelay(asyncio.Protocol):
 async def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    if args.h2_forwarder:  # no grpcio at all on this side: an HTTP/2 layer of our own (the study's open question)
+        from benchmarks.grpc_h2_forwarder import start
+
+        await start(args.port, args.upstream_port)
+        rest = uvicorn.Server(uvicorn.Config(health_app, host="127.0.0.1", port=args.rest_port, lifespan="off",
+                                             access_log=False, log_level="warning"))
+        await rest.serve()
+        return
     options = UPSTREAM_CHANNEL_OPTIONS + CHANNEL_VARIANTS[args.channel_options]
     grpc_port = 0 if args.front_relay else args.port
     forwarder = GrpcForwarder(
@@ -133,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channel-options", choices=sorted(CHANNEL_VARIANTS), default="default")
     parser.add_argument("--front-relay", action="store_true",
                         help="listen through a Python relay that could answer HTTP/1.1 itself (the gRPC listener behind it)")
+    parser.add_argument("--h2-forwarder", action="store_true",
+                        help="forward on an HTTP/2 layer of our own (benchmarks.grpc_h2_forwarder) instead of grpcio")
     args = parser.parse_args(argv)
     if args.loop == "uvloop":
         import uvloop
