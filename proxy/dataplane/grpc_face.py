@@ -66,6 +66,10 @@ _HTTP_STATUS = {
 _UPSTREAM_ERROR_KIND = {Code.UNAVAILABLE: "connect", Code.DEADLINE_EXCEEDED: "timeout", Code.INTERNAL: "5xx"}
 
 
+def _colour_metadata(colour: str, collection: str) -> tuple[tuple[str, str], ...]:
+    return (COLOUR_KEY, colour), (COLLECTION_KEY, collection)
+
+
 def _consume_failure(task: asyncio.Task) -> None:
     """A metadata send whose call ended another way (cancelled, or an error raised before the reply)
     fails with it; its exception is the call's, not one to log as never retrieved."""
@@ -392,9 +396,10 @@ class GrpcFace(GrpcForwarder):
         return await self._reply(call, colour, route.collection(colour), outcome, announced)
 
     async def _answer(self, call: Call, colour: str, message: Message, inner: list[Message], lookups) -> bytes:
-        announced = self._announce(call, colour, call.route.collection(colour))
+        collection = call.route.collection(colour)
+        announced = self._announce(call, colour, collection)
         outcome = await self._routed(call, colour, message, inner, lookups)
-        return await self._reply(call, colour, call.route.collection(colour), outcome, announced)
+        return await self._reply(call, colour, collection, outcome, announced)
 
     async def _write_both(self, call: Call, message: Message | WireName, inner: list[Message]) -> bytes:
         """Sent to both at once (each embedded with its own model); acknowledged only when both succeed,
@@ -411,7 +416,7 @@ class GrpcFace(GrpcForwarder):
     def _announce(call: Call, colour: str, collection: str) -> asyncio.Task:
         """The colour's initial metadata, sent while the upstream call runs: grpc.aio sends it as a batch
         of its own, which would otherwise add its round through grpc core to every call's latency."""
-        task = asyncio.ensure_future(call.context.send_initial_metadata(((COLOUR_KEY, colour), (COLLECTION_KEY, collection))))
+        task = asyncio.ensure_future(call.context.send_initial_metadata(_colour_metadata(colour, collection)))
         task.add_done_callback(_consume_failure)
         return task
 
@@ -420,7 +425,7 @@ class GrpcFace(GrpcForwarder):
     ) -> bytes:
         """The answer, its colour's initial metadata sent first (or already, when `announced`)."""
         if announced is None:
-            await call.context.send_initial_metadata(((COLOUR_KEY, colour), (COLLECTION_KEY, collection)))
+            await call.context.send_initial_metadata(_colour_metadata(colour, collection))
         else:
             await announced
         if isinstance(outcome, GrpcCallError):
