@@ -203,8 +203,7 @@ def test_overload_is_resource_exhausted_at_once(tmp_path, upstream):
         with ThreadPoolExecutor(1) as pool:
             before = len(upstream.seen)
             slow = pool.submit(face.query, query_request("docs"), timeout=3)
-            wait_until(lambda: any(METHODS[QUERY].request.FromString(seen.request).collection_name == SLOW
-                                   for seen in upstream.seen[before:]), timeout=10)
+            wait_until(lambda: any(seen.stalled for seen in upstream.seen[before:]), timeout=10)
             with pytest.raises(grpc.RpcError) as raised:
                 face.query(query_request("plain"), timeout=3)
             assert not slow.done()

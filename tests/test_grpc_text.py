@@ -21,6 +21,7 @@ from routing.config import EmbedderSettings
 from tests.support import free_port, metric_value, qdrant_client, qdrant_grpc_client, start_embedded_upstream, wait_until
 from tests.test_embed import SENTENCES
 from tests.test_grpc_face import Face, initial
+from tests.test_shadow import shadow_results
 
 pytestmark = pytest.mark.slow  # an upstream, a proxy and two local models
 
@@ -187,13 +188,8 @@ def test_the_shadow_of_a_text_query_is_embedded_with_the_other_colours_model(set
             assert initial(call)["x-bluegreen-color"] == colour
             assert (response.result[0].id.num == index) == (colour == "blue" or index != 8)  # each colour's own model
 
-    def shadows() -> dict[str, float]:
-        metrics = face.proxy.metrics_text()
-        return {result: metric_value(metrics, "bluegreen_shadow_requests_total", route=logical, result=result)
-                for result in ("compared", "skipped", "dropped", "error")}
-
-    wait_until(lambda: shadows()["compared"] == 6, timeout=30)
-    assert shadows() == {"compared": 6, "skipped": 0, "dropped": 0, "error": 0}
+    wait_until(lambda: shadow_results(face.proxy, logical)["compared"] == 6, timeout=30)
+    assert shadow_results(face.proxy, logical) == {"compared": 6, "skipped": 0, "dropped": 0, "error": 0}
     metrics = face.proxy.metrics_text()
     assert metric_value(metrics, "bluegreen_shadow_overlap_count", route=logical) == 6
     # Four pairs find the same first point at least; the two for sentence 8 differ in it.
