@@ -60,13 +60,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.connection = H2Connection(H2Configuration(client_side=True, header_encoding=None))
         self.sender = _Sender(self.connection)
         self.calls: dict[int, list] = {}  # stream -> [future, headers, chunks, trailers]
-        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.connection.initiate_connection()
         transport.write(self.connection.data_to_send())
-        self.ready.set_result(None)
 
     def call(self, headers: list, body: bytes) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -170,6 +168,5 @@ class ClientConnection(asyncio.Protocol):
 
 async def start(port: int, upstream_port: int) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    _, upstream = await loop.create_connection(UpstreamConnection, "127.0.0.1", upstream_port)
-    await upstream.ready
+    _, upstream = await loop.create_connection(UpstreamConnection, "127.0.0.1", upstream_port)  # connected on return
     return await loop.create_server(lambda: ClientConnection(upstream), "127.0.0.1", port)

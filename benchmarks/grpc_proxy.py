@@ -88,16 +88,23 @@ class _BackRelay(asyncio.Protocol):
         self.front.close()
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve_rest(port: int) -> None:
+    """The REST listener beside the gRPC one, until the process is stopped; port 0: none, only wait."""
+    if not port:
+        await asyncio.Event().wait()  # the gRPC face alone: the variant without a REST listener beside it
     import uvicorn
 
+    rest = uvicorn.Server(uvicorn.Config(health_app, host="127.0.0.1", port=port, lifespan="off",
+                                         access_log=False, log_level="warning"))
+    await rest.serve()
+
+
+async def serve(args: argparse.Namespace) -> None:
     if args.h2_forwarder:  # no grpcio at all on this side: an HTTP/2 layer of our own (the study's open question)
         from benchmarks.grpc_h2_forwarder import start
 
         await start(args.port, args.upstream_port)
-        rest = uvicorn.Server(uvicorn.Config(health_app, host="127.0.0.1", port=args.rest_port, lifespan="off",
-                                             access_log=False, log_level="warning"))
-        await rest.serve()
+        await serve_rest(args.rest_port)
         return
     options = UPSTREAM_CHANNEL_OPTIONS + CHANNEL_VARIANTS[args.channel_options]
     grpc_port = 0 if args.front_relay else args.port
@@ -117,12 +124,8 @@ async def serve(args: argparse.Namespace) -> None:
         await forwarder.start()
     if args.front_relay:
         await asyncio.get_running_loop().create_server(lambda: _FrontRelay(forwarder.port), "127.0.0.1", args.port)
-    if not args.rest_port:
-        await asyncio.Event().wait()  # the gRPC face alone: the variant without a REST listener beside it
-    rest = uvicorn.Server(uvicorn.Config(health_app, host="127.0.0.1", port=args.rest_port, lifespan="off",
-                                         access_log=False, log_level="warning"))
     try:
-        await rest.serve()
+        await serve_rest(args.rest_port)
     finally:
         if args.grpc_thread:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(forwarder.stop(1), grpc_loop))
