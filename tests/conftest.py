@@ -43,21 +43,6 @@ def proxies(tmp_path, faulty_upstream):
         proxy.stop()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files of slow tests first, each file's tests kept together and in order: the workers (pytest-xdist,
-    one file at a time, `--no-loadscope-reorder`) start with the long files and end on short ones, so
-    neither waits at the end for the other's last benchmark."""
-    slowness: dict[str, int] = {}
-    for item in items:
-        path = str(item.path)
-        slowness[path] = max(slowness.get(path, 0), 1 if item.get_closest_marker("slow") else 0)
-        marks = getattr(item.module, "pytestmark", [])
-        if any(mark.name == "slow" for mark in (marks if isinstance(marks, list) else [marks])):
-            slowness[path] = 2  # the whole file is slow
-    order = {path: rank for rank, path in enumerate(sorted(slowness, key=lambda path: -slowness[path]))}
-    items.sort(key=lambda item: order[str(item.path)])
-
-
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: one worker more than this process may use cores: most of a test's time is spent waiting
     on the processes and sockets it started (on 2 cores the whole suite took 4 min 58 s with 2 workers
